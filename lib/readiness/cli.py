@@ -1,0 +1,111 @@
+"""Command line: ``readiness run | validate | sandbox up|down|status | latest``.
+
+Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met; 2 bad input (params,
+phase names), with nothing written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from readiness.params import ParamsError, load_params
+from readiness.phase import default_outputs_dir, project_root
+from readiness.runfolder import RunFolderError, latest_complete_run
+
+
+def default_params() -> str:
+    return str(project_root() / "params" / "sandbox.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="readiness", description="Readiness audit suite for a fleet of web services.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the audit phases into a new run folder")
+    run.add_argument("--params", default=default_params(), help="params YAML (default: the bundled sandbox)")
+    run.add_argument("--phases", help="comma-separated phases, by name or number (e.g. 00,01,11)")
+    run.add_argument("--fail-on", choices=("red", "yellow"), help="exit 1 when the grade is this bad or worse")
+    run.add_argument("--out", help="outputs folder (default: outputs/ in the project)")
+
+    val = sub.add_parser("validate", help="validate a params file and print its digest")
+    val.add_argument("--params", default=default_params())
+
+    sb = sub.add_parser("sandbox", help="start, stop or inspect the bundled sandbox")
+    sb.add_argument("action", choices=("up", "down", "status"))
+    sb.add_argument("--params", default=default_params())
+
+    latest = sub.add_parser("latest", help="print the latest complete run folder")
+    latest.add_argument("--out", help="outputs folder (default: outputs/ in the project)")
+    return ap
+
+
+def _sandbox(action: str, params_file: str) -> int:
+    from readiness.sandbox_control import SandboxError, ensure_sandbox, sandbox_status, stop_sandbox
+
+    params = load_params(params_file)
+    if params.target != "sandbox":
+        print(f"{params_file}: target is {params.target}; only a sandbox target has a sandbox", file=sys.stderr)
+        return 2
+    if action == "up":
+        try:
+            state, started = ensure_sandbox(params)
+        except SandboxError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        print(f"sandbox {'started' if started else 'already running'} (state: {state.state_dir})")
+        for app_id, url in state.apps.items():
+            print(f"  {app_id}  {url}")
+        return 0
+    if action == "down":
+        stopped = stop_sandbox(params)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "sandbox was not running")
+        return 0
+    state = sandbox_status(params)
+    if state is None:
+        print("sandbox is not running")
+        return 3
+    print(f"sandbox running since {state.started_at} (state: {state.state_dir})")
+    for app_id, url in state.apps.items():
+        print(f"  {app_id}  {url}  pid {state.pids.get(app_id)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            params = load_params(args.params)
+            print(f"{args.params}: valid ({len(params.apps)} apps, {params.environment}, "
+                  f"profile {params.windows.profile}, digest {params.digest()[:12]})")
+            return 0
+        if args.command == "sandbox":
+            return _sandbox(args.action, args.params)
+        if args.command == "latest":
+            found = latest_complete_run(args.out or default_outputs_dir())
+            if found is None:
+                print("no complete run found", file=sys.stderr)
+                return 1
+            print(found)
+            return 0
+        from readiness.runner import RunnerError, run_suite
+
+        phases = [p.strip() for p in args.phases.split(",") if p.strip()] if args.phases else None
+        try:
+            outcome = run_suite(Path(args.params), phases=phases, outputs=args.out, fail_on=args.fail_on)
+        except RunnerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return outcome.exit_code
+    except ParamsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except RunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Phase 0: inventory, secrets by name, tooling, and the Go/No-Go gate (SPEC §2 Phase 0).
+
+Each function is one notebook cell: it measures, records its checks in
+``checks/00_inventory.json`` and returns a table to display. The gate reads the
+recorded checks back, so the cells can be re-run one at a time in JupyterLab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from readiness import aio
+from readiness.check import Check, Status
+from readiness.client import Sample
+from readiness.phase import Phase
+from readiness.report import checks_table, header, md_table
+from readiness.telemetry import TelemetryUnavailable, iso
+from readiness.verdict import rate_check, value_check
+
+PROBES = "evidence/inventory_probes.json"
+CHROMIUM_DEFAULT = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _status_check(phase: Phase, cid: str, title: str, sample: Sample, expected: int, tags: tuple[str, ...],
+                  severity: str = "P1") -> Check:
+    got = sample.status
+    detail = f"{sample.method} {sample.url} → {got if got is not None else sample.error}"
+    return value_check(id=cid, phase=phase.name, title=title, observed=got, expected=expected, comparator="==",
+                       app=sample.app, tags=tags, evidence=(PROBES,), severity=severity, detail=detail)
+
+
+def probe_endpoints(phase: Phase) -> pd.DataFrame:
+    """One probe of every app's base, health and ready endpoint (the system map's status)."""
+    async def go() -> list[Sample]:
+        async with phase.client() as client:
+            jobs = [client.get(app.url(path), app=app.id, route=path, synthetic_identity=phase.synthetic_identity)
+                    for app in phase.params.apps for path in ("/", app.health_path, app.ready_path)]
+            return list(await asyncio.gather(*jobs))
+
+    samples = aio.run(go())
+    phase.run.write_json(PROBES, [s.to_record() for s in samples])
+    checks = []
+    for s in samples:
+        app = phase.params.app(s.app or "")
+        kind = {"/": "base", app.health_path: "health", app.ready_path: "ready"}[s.route or "/"]
+        tags = ("reliability", "inventory") if kind != "ready" else ("reliability", "observability", "inventory")
+        checks.append(_status_check(phase, f"inventory.{app.id}.{kind}", f"{app.id} {kind} endpoint answers 200",
+                                    s, 200, tags))
+    phase.record(checks)
+    return pd.DataFrame([{"app": s.app, "route": s.route, "status": s.status, "error": s.error,
+                          "total_ms": round(s.total_ms, 2) if s.total_ms is not None else None} for s in samples])
+
+
+def check_secrets(phase: Phase) -> pd.DataFrame:
+    """Presence of each configured secret, by name only: values are never read out."""
+    rows, checks = [], []
+    for name in phase.params.secrets.names:
+        present = bool(os.environ.get(name))
+        required = name in phase.params.secrets.required
+        rows.append({"secret": name, "present": present, "required": required})
+        checks.append(value_check(
+            id=f"inventory.secrets.{name}", phase=phase.name, title=f"secret {name} is configured",
+            observed=present, expected=True, comparator="==", tags=("security", "inventory"),
+            severity="P1" if required else "P3",
+            detail=("set in the environment" if present else "not set in the environment") + " (value not read)"))
+    phase.record(checks)
+    return pd.DataFrame(rows)
+
+
+def _k6_binary() -> str | None:
+    local = Path(sys.executable).parent / "k6"
+    return str(local) if local.exists() else shutil.which("k6")
+
+
+def _tool_k6() -> tuple[bool, str]:
+    binary = _k6_binary()
+    if binary is None:
+        return False, "k6 not found next to the interpreter or on PATH"
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=20,
+                             env={**os.environ, "K6_NO_USAGE_REPORT": "true"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{binary} did not run: {exc}"
+    return out.returncode == 0, (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+
+
+def _tool_chromium() -> tuple[bool, str]:
+    exe = os.environ.get("READINESS_CHROMIUM", CHROMIUM_DEFAULT)
+    if not Path(exe).exists():
+        return False, f"{exe} not found (make setup installs the Debian package chromium)"
+
+    async def launch() -> str:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.set_content("<p id=x>ok</p>")
+                text = await page.text_content("#x")
+                return f"Chromium {browser.version} rendered a page ({text})"
+            finally:
+                await browser.close()
+    try:
+        return True, aio.run(launch())
+    except Exception as exc:  # any launch failure means the tool is not usable
+        return False, f"Chromium did not launch through Playwright: {str(exc).splitlines()[0]}"
+
+
+def check_tools(phase: Phase) -> pd.DataFrame:
+    """k6 and Chromium must actually run, not merely exist."""
+    rows, checks = [], []
+    for tool, probe in (("k6", _tool_k6), ("chromium", _tool_chromium)):
+        ok, detail = probe()
+        rows.append({"tool": tool, "usable": ok, "detail": detail})
+        checks.append(value_check(id=f"inventory.tools.{tool}", phase=phase.name, title=f"{tool} is usable",
+                                  observed=ok, expected=True, comparator="==",
+                                  tags=("test_quality", "inventory"), severity="P2", detail=detail))
+    phase.record(checks)
+    return pd.DataFrame(rows)
+
+
+def check_enforcement(phase: Phase) -> pd.DataFrame:
+    """Ingest and payment routes must refuse a write without the idempotency/trace headers."""
+    routes = phase.params.gate.enforcement_routes
+
+    async def go() -> list[Sample]:
+        async with phase.client() as client:
+            return [await client.request(r.method, phase.params.app(r.app).url(r.path), app=r.app, route=r.path,
+                                         json={"probe": "header-enforcement"}, trace=False, idempotency_key=None,
+                                         synthetic_identity=phase.synthetic_identity, keep_body=True)
+                    for r in routes]
+
+    samples = aio.run(go()) if routes else []
+    phase.run.write_json("evidence/enforcement_probes.json", [s.to_record() for s in samples])
+    checks = [value_check(id=f"inventory.gate.enforce_428.{s.app}", phase=phase.name,
+                          title=f"{s.app} {s.method} {s.route} answers 428 without X-Idempotency-Key/X-Trace-Id",
+                          observed=s.status, expected=428, comparator="==", app=s.app,
+                          tags=("gate", "security", "dependency_health"), severity="P1",
+                          evidence=("evidence/enforcement_probes.json",),
+                          detail=f"{s.method} {s.url} without headers → {s.status or s.error}") for s in samples]
+    if not routes:
+        checks.append(Check(id="inventory.gate.enforce_428", phase=phase.name, status=Status.INCONCLUSIVE,
+                            title="header enforcement on ingest and payment routes", tags=("gate", "security"),
+                            detail="no enforcement routes configured (params gate.enforcement_routes)"))
+    phase.record(checks)
+    return pd.DataFrame([{"app": s.app, "route": s.route, "status": s.status, "expected": 428} for s in samples])
+
+
+def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
+    """Post synthetic events over the burn-in window and count what the store accepted and kept."""
+    p = phase.params
+    n_events, window = p.gate.burn_in_events, p.windows.active.burn_in_s
+    batches = max(1, min(n_events, int(window * 4)))
+    per_batch = -(-n_events // batches)
+    a8 = p.app(p.telemetry_app)
+    run_tag = uuid.uuid4().hex[:12]
+
+    async def go() -> dict[str, Any]:
+        async with phase.client() as client:
+            start = dt.datetime.now(dt.timezone.utc)
+            posted, accepted, failures = 0, 0, []
+            for b in range(batches):
+                count = min(per_batch, n_events - posted)
+                if count <= 0:
+                    break
+                now = dt.datetime.now(dt.timezone.utc)
+                events = [{"event_type": "qa_burn_in", "timestamp": iso(now), "app_id": "suite",
+                           "route": "burn_in", "status": 200, "trace_id": uuid.uuid4().hex,
+                           "idempotency_key": f"burnin-{run_tag}-{posted + i}", "run_tag": run_tag,
+                           "tags": dict(p.synthetic.tags)} for i in range(count)]
+                s = await client.post(a8.url("/api/telemetry/events"), app=a8.id, route="/api/telemetry/events",
+                                      json={"events": events}, idempotency_key=True, keep_body=True,
+                                      synthetic_identity=phase.synthetic_identity)
+                posted += count
+                if s.ok:
+                    try:
+                        accepted += int(s.json().get("accepted", 0))
+                    except (ValueError, AttributeError):
+                        failures.append(f"batch {b}: unreadable response")
+                else:
+                    failures.append(f"batch {b}: {s.status or s.error}")
+                await asyncio.sleep(window / batches)
+            end = dt.datetime.now(dt.timezone.utc)
+            stored = None
+            try:
+                rows = await phase.telemetry(client).events(since=start - dt.timedelta(seconds=1),
+                                                            until=end + dt.timedelta(seconds=1),
+                                                            event_type="qa_burn_in", limit=n_events * 2)
+                stored = sum(1 for r in rows if r.get("run_tag") == run_tag
+                             or str(r.get("idempotency_key", "")).startswith(f"burnin-{run_tag}-"))
+            except TelemetryUnavailable as exc:
+                failures.append(f"read-back failed: {exc}")
+            return {"posted": posted, "accepted": accepted, "stored": stored, "failures": failures,
+                    "window": f"{iso(start)}/{iso(end)}"}
+
+    res = aio.run(go())
+    phase.run.write_json("evidence/telemetry_burn_in.json", res)
+    kept = res["stored"] if res["stored"] is not None else 0
+    check = rate_check(id="inventory.gate.telemetry_acceptance", phase=phase.name,
+                       title="telemetry store accepts and keeps ≥ 99% of events over the burn-in",
+                       successes=min(kept, res["accepted"]), n=res["posted"] if res["stored"] is not None else 0,
+                       target=p.thresholds.telemetry_acceptance_min, tags=("gate", "observability"),
+                       evidence=("evidence/telemetry_burn_in.json",), severity="P1", window=res["window"],
+                       detail=f"posted {res['posted']}, accepted {res['accepted']}, read back {res['stored']}"
+                              + (f"; {'; '.join(res['failures'][:3])}" if res["failures"] else ""))
+    phase.record([check])
+    return pd.DataFrame([{k: v for k, v in res.items() if k != "failures"}])
+
+
+def stripe_price_step(phase: Phase) -> pd.DataFrame:
+    """Resolve-or-create of the micro price; recorded as SKIPPED in this version (no payments phase)."""
+    p = phase.params.stripe
+    check = Check(id="inventory.gate.stripe_price", phase=phase.name, status=Status.SKIPPED,
+                  title=f"Stripe price '{p.product_name}' ({p.micro_amount_cents} {p.currency} cents) resolved",
+                  observed=p.price_id_micro_sku, tags=("gate", "dependency_health"), severity="P1",
+                  detail="resolve-or-create of the micro price is not part of this version of the suite; "
+                         "the gate does not count it")
+    phase.record([check])
+    return pd.DataFrame([{"price_id_micro_sku": p.price_id_micro_sku, "status": str(check.status),
+                          "reason": check.detail}])
+
+
+def go_no_go(phase: Phase) -> pd.DataFrame:
+    """Combine the gate checks. Only a FAIL stops later phases; SKIPPED is listed, not counted."""
+    recorded = {c.id: c for c in phase.run.read_checks(phase.name)}
+    base = [c for cid, c in recorded.items() if cid.endswith(".base")]
+    base_gate = value_check(id="inventory.gate.base_endpoints", phase=phase.name,
+                            title="every base endpoint answers 200",
+                            observed=sum(c.passed for c in base) if base else None, expected=len(phase.params.apps),
+                            comparator="==", unit="apps", tags=("gate", "reliability"), severity="P0",
+                            evidence=(PROBES,), detail=", ".join(f"{c.app}: {c.status}" for c in base))
+    key_name = "STRIPE_SECRET_KEY"
+    key = recorded.get(f"inventory.secrets.{key_name}")
+    key_gate = value_check(id="inventory.gate.stripe_key", phase=phase.name, title=f"{key_name} is present",
+                           observed=key.observed if key else None, expected=True, comparator="==",
+                           tags=("gate", "security"), severity="P1",
+                           detail=key.detail if key else f"{key_name} is not among params secrets.names")
+    parts = [base_gate, key_gate] + [c for cid, c in recorded.items()
+                                     if cid.startswith("inventory.gate.") and cid not in
+                                     ("inventory.gate.go", base_gate.id, key_gate.id)]
+    failed = [c.id for c in parts if c.status is Status.FAIL]
+    undecided = [c.id for c in parts if c.status not in (Status.PASS, Status.FAIL, Status.SKIPPED)]
+    skipped = [c.id for c in parts if c.status is Status.SKIPPED]
+    status = Status.FAIL if failed else (Status.INCONCLUSIVE if undecided else Status.PASS)
+    detail = ("NO-GO: " + ", ".join(failed)) if failed else ("GO" + (f" (undecided: {', '.join(undecided)})"
+                                                              if undecided else ""))
+    if skipped:
+        detail += f"; skipped, not counted: {', '.join(skipped)}"
+    go = Check(id="inventory.gate.go", phase=phase.name, title="Phase 0 Go/No-Go gate", status=status,
+               observed=len(parts) - len(failed), threshold=len(parts), comparator="==", unit="gate checks",
+               tags=("gate", "release_engineering"), severity="P0", detail=detail)
+    phase.record([base_gate, key_gate, go])
+    return pd.DataFrame([{"check": c.id, "status": str(c.status), "detail": c.detail} for c in parts + [go]])
+
+
+def write_reports(phase: Phase) -> list[str]:
+    """system_map.json and ecosystem_inventory.md from the recorded probes and checks."""
+    probes = json.loads(phase.run.path(PROBES).read_text()) if phase.run.path(PROBES).exists() else []
+    by_app: dict[str, dict[str, Any]] = {}
+    for rec in probes:
+        by_app.setdefault(rec["app"], {})[rec["route"]] = rec
+    apps = []
+    for app in phase.params.apps:
+        seen = by_app.get(app.id, {})
+        apps.append({
+            "id": app.id, "name": app.name, "role": app.role, "owner": app.owner, "base_url": app.base_url,
+            "routes": {"health": app.health_path, "ready": app.ready_path,
+                       "smoke_action": app.smoke_action.model_dump(),
+                       "critical": [r.model_dump() for r in app.critical_routes],
+                       "mutating": [r.model_dump() for r in app.mutating_routes]},
+            "slo": app.slo.model_dump(),
+            "status": {k: seen.get(path, {}).get("status") for k, path in
+                       (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))},
+            "latency_ms": {k: seen.get(path, {}).get("total_ms") for k, path in
+                           (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))},
+        })
+    system_map = {"generated_at": iso(dt.datetime.now(dt.timezone.utc)), "ecosystem": phase.params.ecosystem,
+                  "environment": phase.params.environment, "telemetry_app": phase.params.telemetry_app, "apps": apps}
+    phase.run.write_json("reports/system_map.json", system_map)
+    checks = phase.run.read_checks(phase.name)
+    table = md_table(["app", "role", "owner", "base URL", "base", "health", "ready", "base latency"],
+                     [(a["id"], a["role"], a["owner"], a["base_url"], a["status"]["base"], a["status"]["health"],
+                       a["status"]["ready"], f"{a['latency_ms']['base']:.1f} ms" if a["latency_ms"]["base"] else "—")
+                      for a in apps])
+    go = next((c for c in checks if c.id == "inventory.gate.go"), None)
+    text = (header("Ecosystem inventory (Phase 0)", ecosystem=phase.params.ecosystem,
+                   environment=phase.params.environment, run_name=phase.run.root.name,
+                   profile_note=phase.params.profile_note)
+            + f"\n## Go/No-Go: **{go.status if go else 'not evaluated'}**\n\n{go.detail if go else ''}\n\n"
+            + "## Services\n\n" + table + "\n\n"
+            + "Secrets are checked by name only; no value is read, printed or stored.\n\n"
+            + "## Checks\n\n" + checks_table(checks) + "\n")
+    phase.run.write_text("reports/ecosystem_inventory.md", text)
+    return ["reports/system_map.json", "reports/ecosystem_inventory.md"]

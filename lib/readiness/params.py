@@ -1,0 +1,329 @@
+"""The one configuration model of the suite.
+
+Every notebook, the runner and the sandbox launcher read the same YAML file through
+:func:`load_params`; notebooks receive the file *path*, never a copy of its values, so a
+run is reproducible from ``params.json`` (the redacted snapshot in the run folder).
+
+Validation is strict on purpose: an unknown key is far more often a typo that would
+silently fall back to a default (``p59_ms``) than a deliberate extension, and a wrong
+threshold makes every verdict downstream wrong. Errors name the field
+(``apps[2].base_url: …``) so that a user can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from readiness.params_sections import (
+    Approval,
+    Gate,
+    HttpLimits,
+    Sandbox,
+    Secrets,
+    Smoke,
+    Stripe,
+    Synthetic,
+    Thresholds,
+    Windows,
+)
+
+PHASES = (
+    "00_inventory", "01_smoke", "02_latency_profile", "03_baseline_load", "04_funnels",
+    "05_monetization", "06_telemetry_contract", "07_activation_growth", "08_learning_autonomy",
+    "09_resiliency", "10_security_ops", "11_readiness_score",
+)
+HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+_APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+class ParamsError(Exception):
+    """Invalid parameters. ``errors`` holds one ``field.path: message`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: invalid parameters\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Route(_Strict):
+    """An HTTP route of an app, named so that checks and history can refer to it."""
+
+    name: str = Field(min_length=1)
+    method: str = "GET"
+    path: str
+    hot_path: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v.upper() not in HTTP_METHODS:
+            raise ValueError(f"unknown HTTP method {v!r} (expected one of {', '.join(HTTP_METHODS)})")
+        return v.upper()
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/', got {v!r}")
+        return v
+
+
+class Slo(_Strict):
+    p95_ms: float = Field(default=120, gt=0)
+    error_rate_max: float = Field(default=0.01, gt=0, lt=1)
+    availability: float = Field(default=0.999, gt=0, le=1)
+
+
+class App(_Strict):
+    """One service of the ecosystem (SPEC §0)."""
+
+    id: str
+    name: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    base_url: str
+    owner: str = Field(min_length=1)
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+    smoke_action: Route
+    critical_routes: list[Route] = Field(default_factory=list)
+    mutating_routes: list[Route] = Field(default_factory=list)
+    slo: Slo = Field(default_factory=Slo)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _APP_ID.match(v):
+            raise ValueError(f"app id must be a letter followed by letters, digits, '-' or '_' (max 32), got {v!r}")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid URL {v!r}: expected http(s)://host[:port]")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"invalid URL {v!r}: bad port") from None
+        if parts.query or parts.fragment:
+            raise ValueError(f"invalid URL {v!r}: a base URL has no query or fragment")
+        return v.rstrip("/")
+
+    @field_validator("health_path", "ready_path")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> App:
+        names = [r.name for r in self.critical_routes + self.mutating_routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate route names: {', '.join(dupes)}")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Params(_Strict):
+    """Everything SPEC names, validated. See ``params/sandbox.yaml`` for a commented example."""
+
+    version: Literal[1] = 1
+    ecosystem: str = Field(min_length=1)
+    environment: Literal["staging", "prod"]
+    target: Literal["sandbox", "external"]
+    apps: list[App] = Field(min_length=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    windows: Windows
+    synthetic: Synthetic = Field(default_factory=Synthetic)
+    secrets: Secrets = Field(default_factory=Secrets)
+    approvals: list[Approval] = Field(default_factory=list)
+    smoke: Smoke = Field(default_factory=Smoke)
+    gate: Gate = Field(default_factory=Gate)
+    stripe: Stripe = Field(default_factory=Stripe)
+    http: HttpLimits = Field(default_factory=HttpLimits)
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    telemetry_app: str = "A8"
+    rubric_file: str = "rubric.yaml"  # relative to the params file's folder
+    phases: list[str] | None = None
+
+    @field_validator("apps")
+    @classmethod
+    def _unique_apps(cls, apps: list[App]) -> list[App]:
+        ids = [a.id for a in apps]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate app ids: {', '.join(dupes)}")
+        return apps
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [p for p in v or [] if p not in PHASES]
+        if unknown:
+            raise ValueError(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        ids = {a.id for a in self.apps}
+        if self.telemetry_app not in ids:
+            raise ValueError(f"telemetry_app: {self.telemetry_app!r} is not one of the apps ({', '.join(sorted(ids))})")
+        for i, route in enumerate(self.gate.enforcement_routes):
+            if route.app not in ids:
+                raise ValueError(f"gate.enforcement_routes[{i}].app: unknown app {route.app!r}")
+        for i, appr in enumerate(self.approvals):
+            unknown = [a for a in appr.apps if a not in ids]
+            if unknown:
+                raise ValueError(f"approvals[{i}].apps: unknown apps {unknown}")
+        if self.target == "sandbox":
+            remote = [a.id for a in self.apps if not is_loopback(a.host)]
+            if remote:
+                raise ValueError(f"target sandbox: base_url of {', '.join(remote)} is not a loopback address")
+            if self.environment != "staging":
+                raise ValueError("target sandbox: environment must be staging")
+        return self
+
+    # -- conveniences used across phases ---------------------------------------------
+    def app(self, app_id: str) -> App:
+        for a in self.apps:
+            if a.id == app_id:
+                return a
+        raise KeyError(f"no app {app_id!r} in params (apps: {', '.join(a.id for a in self.apps)})")
+
+    @property
+    def owners(self) -> dict[str, str]:
+        return {a.id: a.owner for a in self.apps}
+
+    def rubric_path(self, params_file: str | os.PathLike[str]) -> Path:
+        path = Path(self.rubric_file)
+        return path if path.is_absolute() else Path(params_file).resolve().parent / path
+
+    @property
+    def profile_note(self) -> str:
+        return self.windows.note()
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the validated params (identifies a configuration)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# -- loading -------------------------------------------------------------------------
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def interpolate(node: Any, env: Mapping[str, str], path: tuple[Any, ...] = ()) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in string values; an unset ``${VAR}`` fails.
+
+    Failing loudly matters: a silently empty base URL or token would send the audit at
+    the wrong target or make every auth check fail for the wrong reason.
+    ``$${`` stays a literal ``${``.
+    """
+    if isinstance(node, dict):
+        return {k: interpolate(v, env, path + (k,)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env, path + (i,)) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ParamsError("", [f"{_loc(path)}: environment variable {name} is not set (referenced as ${{{name}}})"])
+
+    escaped = node.replace("$${", "\0")
+    return _VAR.sub(sub, escaped).replace("\0", "${")
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    loc = _loc(err.get("loc", ()))
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required field is missing"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    if loc == "(top level)" and ": " in msg:  # model-level validators already name the field
+        return msg
+    return f"{loc}: {msg}"
+
+
+def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | None = None) -> Params:
+    """Validate an already-parsed YAML/JSON document."""
+    if not isinstance(data, dict):
+        raise ParamsError(source, ["(top level): expected a mapping of keys to values"])
+    try:
+        data = interpolate(data, os.environ if env is None else env)
+    except ParamsError as exc:
+        raise ParamsError(source, exc.errors) from None
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(source, [_format_error(e) for e in exc.errors()]) from None
+
+
+def load_params(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Params:
+    """Read and validate a params file; :class:`ParamsError` names every bad field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParamsError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ParamsError(str(p), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    return parse_params(data, str(p), env)

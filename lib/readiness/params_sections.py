@@ -1,0 +1,189 @@
+"""Sections of the params model (thresholds, windows, identities, approvals, tooling).
+
+Split from :mod:`readiness.params` only to keep each module to one screenful of concepts;
+:class:`readiness.params.Params` is still the single model that composes them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RESTRICTED_ACTIONS = (
+    "load_over_60_vus",
+    "fault_injection_503",
+    "production_write",
+    "oidc_cookie_policy_change",
+    "secret_rotation",
+    "stripe_live_charge",
+    "bandit_policy_change",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Global pass/fail thresholds (SPEC §1–§2). Per-app SLOs override ``p95_ms``."""
+
+    p95_ms: float = Field(default=120, gt=0)
+    error_rate_max: float = Field(default=0.01, gt=0, lt=1)
+    success_rate_min: float = Field(default=0.95, gt=0, lt=1)
+    funnel_success_min: float = Field(default=0.90, gt=0, lt=1)
+    hot_path_p95_ms: float = Field(default=150, gt=0)
+    load_flag_p95_ms: float = Field(default=150, gt=0)
+    stop_p95_ms: float = Field(default=200, gt=0)
+    regression_max_pct: float = Field(default=20, gt=0)
+    telemetry_acceptance_min: float = Field(default=0.99, gt=0, lt=1)
+    telemetry_arrival_s: float = Field(default=60, gt=0)
+    ttfv_s: float = Field(default=300, gt=0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    agreement_min: float = Field(default=0.95, gt=0, lt=1)
+
+
+class WindowSet(_Strict):
+    """Durations in seconds. All must be > 0: a zero window would make stability vacuous."""
+
+    stable_window_s: float = Field(gt=0)
+    burn_in_s: float = Field(gt=0)
+    dedupe_s: float = Field(gt=0)
+    sustained_s: float = Field(gt=0)
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+class Windows(_Strict):
+    """Time windows. ``full`` is the reference; ``quick`` compresses them for the sandbox.
+
+    The quick profile exists so that the whole suite runs end to end in minutes; its
+    verdicts are real but over seconds-long windows, so every report says so (:meth:`note`).
+    """
+
+    profile: Literal["full", "quick"] = "full"
+    full: WindowSet = WindowSet(stable_window_s=900, burn_in_s=900, dedupe_s=900, sustained_s=300)
+    quick: WindowSet = WindowSet(stable_window_s=20, burn_in_s=5, dedupe_s=30, sustained_s=10)
+
+    @property
+    def active(self) -> WindowSet:
+        return self.quick if self.profile == "quick" else self.full
+
+    def note(self) -> str:
+        full, quick = self.full, self.quick
+        if self.profile == "full":
+            return (f"Full profile: stable window {_human(full.stable_window_s)}, burn-in {_human(full.burn_in_s)}, "
+                    f"dedupe window {_human(full.dedupe_s)}, sustained-breach window {_human(full.sustained_s)}.")
+        pairs = [("stable window", quick.stable_window_s, full.stable_window_s),
+                 ("burn-in", quick.burn_in_s, full.burn_in_s),
+                 ("dedupe window", quick.dedupe_s, full.dedupe_s),
+                 ("sustained-breach window", quick.sustained_s, full.sustained_s)]
+        body = ", ".join(f"{name} {_human(q)} (full: {_human(f)})" for name, q, f in pairs)
+        return (f"Quick profile: windows are compressed to seconds — {body}. "
+                "Verdicts hold over these short windows only; they are not evidence of stability over the full windows.")
+
+
+class Synthetic(_Strict):
+    """Known synthetic identities and the tags every synthetic event carries (SPEC §0)."""
+
+    identities: dict[str, str] = {"student": "test_student_e2e_01", "provider": "test_provider_e2e_01"}
+    tags: dict[str, str] = {"test_run": "true", "source": "qa", "namespace": "simulated_audit"}
+
+    @field_validator("tags")
+    @classmethod
+    def _required_tags(cls, v: dict[str, str]) -> dict[str, str]:
+        if v.get("test_run") != "true" or v.get("source") != "qa":
+            raise ValueError("synthetic tags must include test_run: 'true' and source: 'qa'")
+        return v
+
+
+class Secrets(_Strict):
+    """Names of secrets (environment variables). Values are never read into reports."""
+
+    names: list[str] = ["STRIPE_PUBLISHABLE_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
+                        "OIDC_CLIENT_SECRET", "A8_TELEMETRY_KEY"]
+    required: list[str] = ["STRIPE_SECRET_KEY"]
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not n or not n.replace("_", "").isalnum() or n[0].isdigit()]
+        if bad:
+            raise ValueError(f"secret names must be environment variable names, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _required_subset(self) -> Secrets:
+        extra = [n for n in self.required if n not in self.names]
+        if extra:
+            raise ValueError(f"secrets.required lists names not in secrets.names: {extra}")
+        return self
+
+
+class Approval(_Strict):
+    """A human approval for a restricted action (SPEC §4), with its scope."""
+
+    id: str = Field(min_length=3)
+    action: Literal[RESTRICTED_ACTIONS]  # type: ignore[valid-type]
+    scope: str = Field(min_length=1)
+    granted_by: str = Field(min_length=1)
+    environment: Literal["staging", "prod", "any"] = "staging"
+    apps: list[str] = Field(default_factory=list)
+    max_vus: int | None = Field(default=None, gt=0)
+    expires: dt.date | None = None
+
+
+class Smoke(_Strict):
+    """Dual-source smoke sampling (SPEC §1 Phase 1)."""
+
+    samples_per_app: int = Field(default=400, ge=1, le=100_000)
+    stable_slices: int = Field(default=4, ge=2, le=60)
+
+
+class EnforcementRoute(_Strict):
+    app: str
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    path: str
+
+
+class Gate(_Strict):
+    """Phase 0 Go/No-Go gate settings."""
+
+    enforcement_routes: list[EnforcementRoute] = Field(default_factory=list)
+    burn_in_events: int = Field(default=400, ge=1, le=100_000)
+
+
+class Stripe(_Strict):
+    """The micro price resolved or created in Phase 0/4."""
+
+    price_id_micro_sku: str = "AUTO_RESOLVE_OR_CREATE"
+    micro_amount_cents: int = Field(default=50, ge=50)
+    currency: str = "usd"
+    product_name: str = "Micro QA Charge"
+    lookup_key: str = "micro_qa_charge"
+
+
+class HttpLimits(_Strict):
+    """Timeouts and caps of the guarded client, plus the rate ceiling for probers."""
+
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    total_timeout_s: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=1_048_576, gt=0)
+    max_qps: float = Field(default=2.0, gt=0)
+
+
+class Sandbox(_Strict):
+    """Settings of the bundled reference ecosystem (used when ``target: sandbox``)."""
+
+    state_dir: str | None = None
+    startup_timeout_s: float = Field(default=10, gt=0)
+    flags: dict[str, bool] = {"a2_readiness": False, "a7_async_leads": False,
+                              "a8_banner_ttl": False, "a8_demo_mode": False}
+    provides_secrets: list[str] = ["STRIPE_PUBLISHABLE_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
+                                   "OIDC_CLIENT_SECRET", "A8_TELEMETRY_KEY"]

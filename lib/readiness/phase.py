@@ -1,0 +1,94 @@
+"""What a notebook opens first: params, run folder, sandbox, client — in one call.
+
+A notebook gets two parameters, ``params_file`` and ``run_dir``. Run by the runner,
+``run_dir`` names the run folder being filled; opened by an analyst in JupyterLab with
+``run_dir`` empty, a fresh run folder is created so that re-running one phase never
+touches an earlier run's evidence.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from IPython.display import Markdown
+
+from readiness.charts import enable_offline_rendering
+from readiness.check import Check
+from readiness.client import ClientLimits, GuardedClient, SyntheticPolicy
+from readiness.params import PHASES, Params, load_params
+from readiness.runfolder import RunFolder
+from readiness.sandbox_control import ensure_sandbox
+from readiness.telemetry import A8HttpSource
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def project_root() -> Path:
+    """The checkout holding params/ and notebooks/ (the library lives in lib/readiness)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_outputs_dir() -> Path:
+    env = os.environ.get("READINESS_OUTPUTS")
+    return Path(env) if env else project_root() / "outputs"
+
+
+@dataclass
+class Phase:
+    """The context of one phase: validated params, its run folder, and helpers."""
+
+    name: str
+    params: Params
+    params_file: Path
+    run: RunFolder
+    _clients: list[GuardedClient] = field(default_factory=list)
+
+    def client(self, *, keep_alive: bool = True) -> GuardedClient:
+        """A guarded client configured from params (policy, limits, loopback guard)."""
+        h = self.params.http
+        return GuardedClient(
+            environment=self.params.environment,
+            synthetic=SyntheticPolicy(
+                identities=frozenset(self.params.synthetic.identities.values()),
+                tags=dict(self.params.synthetic.tags),
+                env_tag="staging" if self.params.environment == "staging" else "prod_observe"),
+            limits=ClientLimits(connect_timeout_s=h.connect_timeout_s, read_timeout_s=h.read_timeout_s,
+                                total_timeout_s=h.total_timeout_s, max_response_bytes=h.max_response_bytes),
+            keep_alive=keep_alive,
+            allowed_hosts=LOOPBACK if self.params.target == "sandbox" else None)
+
+    def telemetry(self, client: GuardedClient) -> A8HttpSource:
+        app = self.params.app(self.params.telemetry_app)
+        return A8HttpSource(app.base_url, client, app.id)
+
+    def record(self, checks: list[Check]) -> list[Check]:
+        self.run.record_checks(self.name, checks)
+        return checks
+
+    @property
+    def synthetic_identity(self) -> str:
+        return self.params.synthetic.identities["student"]
+
+    def banner(self) -> Markdown:
+        """The context every rendered notebook starts with (profile note included)."""
+        return Markdown(f"**Run** `{self.run.root.name}` · **ecosystem** {self.params.ecosystem} "
+                        f"({self.params.environment}) · **params digest** `{self.params.digest()[:12]}`\n\n"
+                        f"> {self.params.profile_note}")
+
+
+def open_phase(name: str, params_file: str, run_dir: str = "") -> Phase:
+    """Open a phase: validate params, join or create the run folder, start the sandbox if targeted."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}; known: {', '.join(PHASES)}")
+    path = Path(params_file)
+    if not path.is_absolute() and not path.exists():
+        path = project_root() / params_file
+    params = load_params(path)
+    if params.target == "sandbox":
+        ensure_sandbox(params)
+    run = RunFolder.open(run_dir, producer=name) if run_dir else RunFolder.create(default_outputs_dir(), params, path)
+    run.producer = name
+    enable_offline_rendering()
+    return Phase(name=name, params=params, params_file=path, run=run)

@@ -1,0 +1,212 @@
+"""Run the suite: every phase notebook in order, headless, into one run folder (DESIGN §2).
+
+Papermill's Python API runs in this process (a kernel start costs well under a second;
+the CLI would cost seconds per notebook). A failing notebook does not end the run: it is
+kept as evidence, its phase is ERROR, phases that depend on it are BLOCKED, and the run
+goes on to render and score what it has. Ctrl-C or SIGTERM ends the run as
+``interrupted``; a complete run is the only kind that keeps ``readiness_score.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from readiness.check import Check, Status, summarize
+from readiness.params import PHASES, Params, load_params
+from readiness.phase import default_outputs_dir, project_root
+from readiness.render import render_index, render_notebook
+from readiness.runfolder import SCORE_FILE, RunFolder
+from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+
+SCORE_PHASE = "11_readiness_score"
+GATE_PHASE = "00_inventory"
+GATE_CHECK = "inventory.gate.go"
+
+
+class RunnerError(Exception):
+    """Bad runner input (unknown phase, no notebooks); nothing has been written."""
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    status: str  # OK | ERROR | BLOCKED
+    elapsed_s: float
+    notebook: str | None = None
+    html: str | None = None
+    leadership_html: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str
+    grade: str | None
+    overall_score: float | None
+    exit_code: int
+    phases: list[PhaseResult]
+
+    @property
+    def index(self) -> Path:
+        return self.run_dir / "index.html"
+
+
+def notebooks_dir() -> Path:
+    return Path(os.environ.get("READINESS_NOTEBOOKS", project_root() / "notebooks"))
+
+
+def discover(folder: Path | None = None) -> dict[str, Path]:
+    """Phase name → notebook path, for the phases SPEC names that exist in the folder."""
+    folder = folder or notebooks_dir()
+    return {p: folder / f"{p}.ipynb" for p in PHASES if (folder / f"{p}.ipynb").is_file()}
+
+
+def select_phases(available: dict[str, Path], wanted: Sequence[str] | None) -> list[str]:
+    """Resolve ``--phases`` (names or their two-digit prefixes) in execution order."""
+    if not available:
+        raise RunnerError(f"no phase notebooks found in {notebooks_dir()}")
+    if not wanted:
+        return list(available)
+    chosen = []
+    for w in wanted:
+        match = [p for p in available if p == w or p.split("_", 1)[0] == w]
+        if not match:
+            raise RunnerError(f"unknown phase {w!r}; available: {', '.join(available)}")
+        chosen.extend(match)
+    return [p for p in available if p in chosen]
+
+
+def _sigterm(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _execute(run: RunFolder, phase: str, notebook: Path, params_file: Path) -> str | None:
+    """Execute one notebook; returns an error summary or None. The output is always kept."""
+    import papermill as pm
+
+    partial = run.path(f"notebooks/.{phase}.partial.ipynb")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    error = None
+    try:
+        pm.execute_notebook(str(notebook), str(partial), kernel_name="python3", progress_bar=False,
+                            parameters={"params_file": str(params_file), "run_dir": str(run.root)},
+                            cwd=str(notebook.parent), request_save_on_cell_execute=True)
+    except pm.PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}".strip()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # kernel died, bad notebook: the phase is ERROR, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if partial.exists():  # through the writer, so outputs are redacted and in the manifest
+            run.write_bytes(f"notebooks/{phase}.ipynb", partial.read_bytes(), producer=phase)
+            partial.unlink()
+    return error
+
+
+def _blocked(run: RunFolder, phase: str, reason: str, status: Status) -> None:
+    run.record_checks(phase, [Check(id=f"run.{phase}", phase=phase, title=f"phase {phase} executed",
+                                    status=status, severity="P1", tags=("release_engineering",), detail=reason)])
+
+
+def _gate_failure(run: RunFolder) -> str | None:
+    gate = next((c for c in run.read_checks(GATE_PHASE) if c.id == GATE_CHECK), None)
+    if gate is None:
+        return "the Phase 0 gate was not evaluated"
+    return f"Phase 0 gate is NO-GO: {gate.detail}" if gate.status is Status.FAIL else None
+
+
+def _score(run: RunFolder) -> dict[str, Any] | None:
+    path = run.path(SCORE_FILE)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _exit_code(fail_on: str | None, grade: str | None) -> int:
+    if fail_on is None:
+        return 0
+    bad = {"red": {"Red"}, "yellow": {"Red", "Yellow"}}[fail_on]
+    return 1 if grade is None or grade in bad else 0
+
+
+def _index(run: RunFolder, params: Params, results: list[PhaseResult]) -> None:
+    checks = run.read_checks()
+    per_phase = {r.phase: summarize(c for c in checks if c.phase == r.phase) for r in results}
+    render_index(run, title=f"Readiness audit — {params.ecosystem} ({params.environment})",
+                 phases=[asdict(r) for r in results], score=_score(run), profile_note=params.profile_note,
+                 checks_summary=per_phase)
+
+
+def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, outputs: str | Path | None = None,
+              fail_on: str | None = None, echo: Callable[[str], None] = print) -> RunOutcome:
+    """Validate, create the run folder, run the phases, render, finalize. See module doc."""
+    if fail_on not in (None, "red", "yellow"):
+        raise RunnerError(f"--fail-on must be red or yellow, got {fail_on!r}")
+    params_path = Path(params_file).resolve()
+    params = load_params(params_path)  # ParamsError before anything is written
+    chosen = select_phases(discover(), phases or params.phases)
+    available = discover()
+    run = RunFolder.create(outputs or default_outputs_dir(), params, params_path)
+    echo(f"run folder: {run.root}")
+    echo(params.profile_note)
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    results: list[PhaseResult] = []
+    started_sandbox = False
+    status = "failed"
+    t_run = time.monotonic()
+    try:
+        if params.target == "sandbox":
+            t0 = time.monotonic()
+            _state, started_sandbox = ensure_sandbox(params)
+            echo(f"sandbox {'started' if started_sandbox else 'already running'} ({time.monotonic() - t0:.1f} s)")
+        blocked_reason: str | None = None
+        for i, phase in enumerate(chosen, 1):
+            t0 = time.monotonic()
+            echo(f"[{i}/{len(chosen)}] {phase} …")
+            if blocked_reason and phase != SCORE_PHASE:
+                _blocked(run, phase, blocked_reason, Status.BLOCKED)
+                result = PhaseResult(phase, "BLOCKED", 0.0, error=blocked_reason)
+            else:
+                error = _execute(run, phase, available[phase], params_path)
+                result = PhaseResult(phase, "ERROR" if error else "OK", 0.0, notebook=f"notebooks/{phase}.ipynb",
+                                     error=error)
+                if error:
+                    _blocked(run, phase, f"notebook failed: {error}", Status.ERROR)
+                result.html, result.leadership_html = render_notebook(run.path(result.notebook), run, phase=phase)
+                if phase == GATE_PHASE:
+                    blocked_reason = (f"{GATE_PHASE} failed: {error}" if error else _gate_failure(run))
+            result.elapsed_s = round(time.monotonic() - t0, 1)
+            run.set_phase(phase, **{k: v for k, v in asdict(result).items() if k != "phase"})
+            results.append(result)
+            echo(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
+                 + (f" — {result.error}" if result.error else ""))
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        echo("interrupted: the run folder is kept with status interrupted")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if started_sandbox:
+            stop_sandbox(params)
+        try:
+            if status != "complete" and run.path(SCORE_FILE).exists():
+                os.replace(run.path(SCORE_FILE), run.path("readiness_score.incomplete.json"))
+            _index(run, params, results)
+        finally:
+            run.finalize(status)
+    score = _score(run) if status == "complete" else None
+    grade = score.get("grade") if score else None
+    outcome = RunOutcome(run.root, status, grade, score.get("overall_score") if score else None,
+                         _exit_code(fail_on, grade) if status == "complete" else 130 if status == "interrupted" else 1,
+                         results)
+    echo(f"run {status} in {time.monotonic() - t_run:.1f} s"
+         + (f" — grade {grade}, score {outcome.overall_score}" if grade else ""))
+    echo(f"report: {outcome.index}")
+    return outcome

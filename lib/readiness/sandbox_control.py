@@ -1,0 +1,95 @@
+"""Start, find and stop the bundled sandbox for a params file that targets it.
+
+The sandbox plays the part of a real ecosystem, including its secrets: it generates
+test-only values for the secret names it provides (A8 telemetry key, Stripe test keys…)
+so that the secret-presence checks and the authenticated paths run for real. The values
+live only in the environment and in the sandbox's private state folder (mode 0600); the
+run folder redacts them like any other secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from readiness.params import Params
+from sandbox import launcher
+
+ADMIN_TOKEN_ENV = "SANDBOX_ADMIN_TOKEN"
+_SECRETS_FILE = "secrets.json"
+
+
+class SandboxError(Exception):
+    """The sandbox could not be started or found."""
+
+
+def _specs(params: Params) -> list[launcher.AppSpec]:
+    return [launcher.AppSpec(app_id=a.id, port=a.port, host=a.host) for a in params.apps]
+
+
+def state_dir(params: Params) -> Path:
+    return Path(params.sandbox.state_dir) if params.sandbox.state_dir else launcher.default_state_dir(_specs(params))
+
+
+def _test_value(name: str) -> str:
+    prefix = {"STRIPE_SECRET_KEY": "sk_test_", "STRIPE_PUBLISHABLE_KEY": "pk_test_",
+              "STRIPE_WEBHOOK_SECRET": "whsec_"}.get(name, "sandbox_")
+    return prefix + secrets.token_urlsafe(24)
+
+
+def _load_secrets(folder: Path) -> dict[str, str]:
+    f = folder / _SECRETS_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _save_secrets(folder: Path, values: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / _SECRETS_FILE
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+
+
+def ensure_sandbox(params: Params) -> tuple[launcher.SandboxState, bool]:
+    """Make sure the sandbox of ``params`` runs; returns (state, started_here).
+
+    Exports the sandbox's secrets and admin token into ``os.environ`` so that this
+    process and the notebook kernels it starts see them, as they would see a real
+    ecosystem's secrets.
+    """
+    if params.target != "sandbox":
+        raise SandboxError("params target an external ecosystem; there is no sandbox to start")
+    folder = state_dir(params)
+    current = launcher.status(folder)
+    wanted = {a.id: a.base_url for a in params.apps}
+    if current is not None and dict(current.apps) == wanted:
+        _export(_load_secrets(folder), current.admin_token)
+        return current, False
+    if current is not None:
+        launcher.down(folder)
+    values = {n: os.environ.get(n) or _test_value(n) for n in params.sandbox.provides_secrets}
+    _save_secrets(folder, values)
+    try:
+        state = launcher.up(_specs(params), folder, flags=params.sandbox.flags, env=values,
+                            dedupe_window_s=params.windows.active.dedupe_s,
+                            timeout_s=params.sandbox.startup_timeout_s)
+    except Exception as exc:  # the launcher's errors are already explicit; keep the type uniform
+        raise SandboxError(f"sandbox did not start: {exc}") from exc
+    _export(values, state.admin_token)
+    return state, True
+
+
+def _export(values: dict[str, str], admin_token: str) -> None:
+    for k, v in values.items():
+        os.environ.setdefault(k, v)
+    os.environ[ADMIN_TOKEN_ENV] = admin_token
+
+
+def stop_sandbox(params: Params) -> list[str]:
+    return launcher.down(state_dir(params))
+
+
+def sandbox_status(params: Params) -> launcher.SandboxState | None:
+    return launcher.status(state_dir(params))

@@ -1,0 +1,270 @@
+"""Phase 1: dual-source smoke (SPEC §2 Phase 1, §1 dual source and stable window).
+
+Method A probes every app directly — health, readiness and one basic action in turn —
+on a fixed schedule spread over the stable window (open model: a probe starts on time
+whatever the previous one is doing, so a slow answer cannot hide the next ones).
+Method B asks the telemetry store what it recorded for the same requests, matched by the
+``X-Trace-Id`` each probe carried. An app is live only when both sources agree and every
+criterion holds with statistical confidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from readiness import aio
+from readiness.check import Check
+from readiness.client import GuardedClient, Sample
+from readiness.params import App
+from readiness.phase import Phase
+from readiness.quantiles import quantile_interval
+from readiness.report import checks_table, header, md_table
+from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
+from readiness.verdict import combine, error_rate_check, latency_check, rate_check, value_check
+
+SAMPLES = "evidence/smoke_samples.parquet"
+METHOD_B = "evidence/smoke_method_b.json"
+KINDS = ("health", "ready", "action")
+
+
+def _targets(app: App) -> list[tuple[str, str, str]]:
+    return [("health", "GET", app.health_path), ("ready", "GET", app.ready_path),
+            (f"action", app.smoke_action.method, app.smoke_action.path)]
+
+
+async def _probe_app(client: GuardedClient, app: App, n: int, window_s: float, t0: float,
+                     identity: str) -> list[tuple[str, float, Sample]]:
+    loop = asyncio.get_running_loop()
+    interval = window_s / n
+    targets = _targets(app)
+    tasks: list[tuple[str, float, asyncio.Task[Sample]]] = []
+    for i in range(n):
+        intended = t0 + i * interval
+        delay = intended - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        kind, method, path = targets[i % len(targets)]
+        task = asyncio.create_task(client.request(method, app.url(path), app=app.id, route=path,
+                                                  synthetic_identity=identity))
+        tasks.append((kind, i * interval, task))
+    return [(kind, offset, await task) for kind, offset, task in tasks]
+
+
+def probe_window(phase: Phase) -> pd.DataFrame:
+    """Method A: ``smoke.samples_per_app`` probes per app, spread evenly over the stable window."""
+    p = phase.params
+    n, window_s = p.smoke.samples_per_app, p.windows.active.stable_window_s
+
+    async def go() -> tuple[str, str, list[dict[str, Any]]]:
+        async with phase.client() as client:
+            start = dt.datetime.now(dt.timezone.utc)
+            t0 = asyncio.get_running_loop().time() + 0.05
+            per_app = await asyncio.gather(*(_probe_app(client, app, n, window_s, t0, phase.synthetic_identity)
+                                             for app in p.apps))
+            end = dt.datetime.now(dt.timezone.utc)
+        rows = [{**s.to_record(), "kind": kind, "intended_offset_s": offset}
+                for results in per_app for kind, offset, s in results]
+        return iso(start), iso(end), rows
+
+    start, end, rows = aio.run(go())
+    df = pd.DataFrame(rows)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    phase.run.write_bytes(SAMPLES, buf.getvalue())
+    phase.run.write_json("evidence/smoke_window.json", {"start": start, "end": end, "window_s": window_s,
+                                                        "samples_per_app": n})
+    return _summary(df)
+
+
+def _summary(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.groupby(["app", "kind"]).agg(n=("ok", "size"), ok=("ok", "sum"),
+                                          p50_ms=("total_ms", "median"),
+                                          max_ms=("total_ms", "max")).reset_index()
+    return out.round({"p50_ms": 2, "max_ms": 2})
+
+
+def load_samples(phase: Phase) -> pd.DataFrame:
+    return pd.read_parquet(phase.run.path(SAMPLES))
+
+
+def corroborate(phase: Phase) -> pd.DataFrame:
+    """Method B: find each probe's trace id in the telemetry store (bounded wait for arrival)."""
+    p = phase.params
+    df = load_samples(phase)
+    win = json.loads(phase.run.path("evidence/smoke_window.json").read_text())
+    since = parse_ts(win["start"]) - dt.timedelta(seconds=1)
+    deadline_s = p.thresholds.telemetry_arrival_s
+
+    async def go() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        async with phase.client() as client:
+            source = phase.telemetry(client)
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + deadline_s
+            pending = {a.id for a in p.apps}
+            while pending:
+                until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+                for app_id in sorted(pending):
+                    want = df[df.app == app_id]
+                    try:
+                        events = await source.events(since=since, until=until, app_id=app_id,
+                                                     limit=max(10_000, 4 * len(want)))
+                    except TelemetryUnavailable as exc:
+                        result[app_id] = {"error": str(exc), "events": []}
+                        continue
+                    seen = {e.get("trace_id"): e for e in events}
+                    result[app_id] = {"error": None, "events": [seen[t] for t in want.trace_id if t in seen]}
+                    if len(result[app_id]["events"]) >= len(want):
+                        pending.discard(app_id)
+                if not pending or loop.time() >= give_up:
+                    break
+                await asyncio.sleep(0.5)
+            waited = deadline_s - max(0.0, give_up - loop.time())
+        return {"apps": result, "waited_s": round(waited, 2), "deadline_s": deadline_s}
+
+    res = aio.run(go())
+    rows, evidence = [], {"waited_s": res["waited_s"], "deadline_s": deadline_s, "apps": {}}
+    for app in p.apps:
+        want = df[df.app == app.id]
+        got = res["apps"].get(app.id, {"error": "not queried", "events": []})
+        by_trace = {e["trace_id"]: e for e in got["events"]}
+        matched = sum(1 for t, s in zip(want.trace_id, want.status) if t in by_trace
+                      and by_trace[t].get("status") == (None if pd.isna(s) else int(s)))
+        lat = [float(e["latency_ms"]) for e in got["events"] if isinstance(e.get("latency_ms"), (int, float))]
+        info = {"probes": int(len(want)), "found": len(by_trace), "matched_status": matched, "error": got["error"],
+                "server_p95_ms": float(np.percentile(lat, 95)) if lat else None,
+                "server_errors": sum(1 for e in got["events"] if (e.get("status") or 0) >= 500)}
+        evidence["apps"][app.id] = info
+        rows.append({"app": app.id, **info})
+    phase.run.write_json(METHOD_B, evidence)
+    return pd.DataFrame(rows)
+
+
+def _slices_hold(df: pd.DataFrame, app: App, phase: Phase) -> tuple[int, int, str]:
+    p = phase.params
+    k, window_s = p.smoke.stable_slices, p.windows.active.stable_window_s
+    edges = np.linspace(0, window_s, k + 1)
+    held, notes = 0, []
+    for i in range(k):
+        part = df[(df.intended_offset_s >= edges[i]) & (df.intended_offset_s < edges[i + 1] + (i == k - 1))]
+        if part.empty:
+            notes.append(f"slice {i + 1}: no samples")
+            continue
+        lat = part.total_ms.dropna()
+        p95 = float(np.percentile(lat, 95)) if len(lat) else float("inf")
+        err = float(part.is_error.mean())
+        ok = float(part.ok.mean())
+        good = p95 <= app.slo.p95_ms and err < app.slo.error_rate_max and ok >= p.thresholds.success_rate_min
+        held += good
+        if not good:
+            notes.append(f"slice {i + 1}: p95 {p95:.1f} ms, errors {err:.1%}, success {ok:.1%}")
+    return held, k, "; ".join(notes) or f"all {k} slices hold (p95, error rate, success)"
+
+
+def _status_histogram(part: pd.DataFrame) -> str:
+    counts = collections.Counter(str(int(s)) if not pd.isna(s) else str(e).split(":")[0]
+                                 for s, e in zip(part.status, part.error))
+    return ", ".join(f"{k} ×{v}" for k, v in counts.most_common())
+
+
+def evaluate(phase: Phase) -> pd.DataFrame:
+    """Every per-app verdict, recorded, plus ``evidence/{app}_health.json``."""
+    p = phase.params
+    df = load_samples(phase)
+    df["is_error"] = df.status.isna() | (df.status.fillna(0) >= 500)
+    win = json.loads(phase.run.path("evidence/smoke_window.json").read_text())
+    window = f"{win['start']}/{win['end']}"
+    method_b = json.loads(phase.run.path(METHOD_B).read_text())["apps"]
+    t = p.thresholds
+    all_checks: list[Check] = []
+    for app in p.apps:
+        part = df[df.app == app.id]
+        ev = f"evidence/{app.id}_health.json"
+        common = dict(phase=phase.name, app=app.id, window=window, evidence=(ev, SAMPLES))
+        checks: list[Check] = []
+        for kind, _method, path in _targets(app):
+            sub = part[part.kind == kind]
+            checks.append(rate_check(id=f"smoke.{app.id}.{kind}", title=f"{app.id} {kind} probe ({path}) succeeds",
+                                     successes=int(sub.ok.sum()), n=len(sub), target=t.success_rate_min,
+                                     tags=("reliability",), severity="P1",
+                                     detail=f"GET {path}: {_status_histogram(sub)}", **common))
+        answered = part.total_ms[part.status.notna()].to_numpy(dtype=float)
+        checks.append(latency_check(id=f"smoke.{app.id}.p95", title=f"{app.id} P95 ≤ {app.slo.p95_ms:g} ms",
+                                    samples_ms=answered, threshold_ms=app.slo.p95_ms, q=0.95,
+                                    confidence=t.confidence, tags=("performance", "reliability"), **common))
+        checks.append(error_rate_check(id=f"smoke.{app.id}.error_rate",
+                                       title=f"{app.id} error rate < {app.slo.error_rate_max:.0%}",
+                                       errors=int(part.is_error.sum()), n=len(part), max_rate=app.slo.error_rate_max,
+                                       tags=("reliability",), severity="P1", **common))
+        checks.append(rate_check(id=f"smoke.{app.id}.success", title=f"{app.id} probes succeed (Wilson ≥ target)",
+                                 successes=int(part.ok.sum()), n=len(part), target=t.success_rate_min,
+                                 tags=("reliability",), severity="P1", **common))
+        held, k, note = _slices_hold(part, app, phase)
+        checks.append(value_check(id=f"smoke.{app.id}.stable", title=f"{app.id} holds in every slice of the window",
+                                  observed=held if len(part) else None, expected=k, comparator="==", unit="slices",
+                                  tags=("reliability",), severity="P2", detail=note, **common))
+        b = method_b.get(app.id, {})
+        checks.append(rate_check(id=f"smoke.{app.id}.agreement",
+                                 title=f"{app.id} telemetry store corroborates the direct probes",
+                                 successes=int(b.get("matched_status", 0)), n=int(b.get("probes", 0))
+                                 if b.get("error") is None else 0, target=t.agreement_min,
+                                 tags=("observability",), severity="P1",
+                                 detail=(f"found {b.get('found', 0)}/{b.get('probes', 0)} trace ids, "
+                                         f"{b.get('matched_status', 0)} with the same status"
+                                         + (f"; store error: {b['error']}" if b.get("error") else "")),
+                                 **{**common, "evidence": (ev, METHOD_B)}))
+        liveness = combine(id=f"smoke.{app.id}.liveness", phase=phase.name,
+                           title=f"{app.id} live by both sources over the stable window", parts=checks,
+                           app=app.id, tags=("reliability",), severity="P1", window=window)
+        checks.append(liveness)
+        lat = quantile_interval(answered, 0.95, t.confidence) if len(answered) else None
+        phase.run.write_json(ev, {
+            "app": app.id, "window": window, "profile": phase.params.profile_note,
+            "method_a": {"n": len(part), "by_kind": {k: _status_histogram(part[part.kind == k]) for k in KINDS},
+                         "p95": lat.describe("ms") if lat else "no data"},
+            "method_b": b, "checks": [c.to_dict() for c in checks]})
+        all_checks.extend(checks)
+    phase.record(all_checks)
+    return pd.DataFrame([{"check": c.id, "status": str(c.status), "observed": c.observed, "n": c.n,
+                          "detail": c.detail} for c in all_checks if c.id.endswith((".liveness", ".p95", ".ready"))])
+
+
+def latency_frame(phase: Phase) -> pd.DataFrame:
+    """P95 per app with its interval, from the recorded checks (input of the latency chart)."""
+    rows = [{"label": c.app, "p95_ms": c.observed, "ci_low_ms": c.ci_low, "ci_high_ms": c.ci_high,
+             "threshold_ms": c.threshold, "n": c.n, "status": str(c.status)}
+            for c in phase.run.read_checks(phase.name) if c.id.endswith(".p95")]
+    return pd.DataFrame(rows).astype({"ci_low_ms": float, "ci_high_ms": float})
+
+
+def write_report(phase: Phase) -> str:
+    """``reports/ecosystem_double_confirm.md``: per-app verdicts of both methods."""
+    checks = phase.run.read_checks(phase.name)
+    method_b = json.loads(phase.run.path(METHOD_B).read_text())
+    by_app: dict[str, dict[str, Check]] = collections.defaultdict(dict)
+    for c in checks:
+        by_app[c.app or ""][c.id.rsplit(".", 1)[-1]] = c
+    rows = []
+    for app in phase.params.apps:
+        cs = by_app.get(app.id, {})
+        rows.append((app.id, *(str(cs[k].status) if k in cs else "—"
+                               for k in ("health", "ready", "action", "p95", "error_rate", "success", "stable",
+                                         "agreement", "liveness"))))
+    text = (header("Dual-source smoke (Phase 1)", ecosystem=phase.params.ecosystem,
+                   environment=phase.params.environment, run_name=phase.run.root.name,
+                   profile_note=phase.params.profile_note)
+            + "\nMethod A: direct probes of health, readiness and one action per app, evenly spread over the "
+              "stable window. Method B: the telemetry store's records of the same requests, matched by trace id "
+              f"(waited {method_b['waited_s']} s of at most {method_b['deadline_s']:g} s for arrival).\n\n"
+            + md_table(["app", "health", "ready", "action", "P95", "error rate", "success", "stable",
+                        "agreement", "LIVE"], rows)
+            + "\n\n## All checks\n\n" + checks_table(checks) + "\n")
+    return str(phase.run.write_text("reports/ecosystem_double_confirm.md", text).relative_to(phase.run.root))

@@ -1,0 +1,105 @@
+"""Method B: the telemetry store's own view, behind one interface.
+
+Dual-source checks compare what the suite saw directly (method A) with what the
+ecosystem's telemetry store recorded for the same window (method B). Phases never parse
+raw telemetry themselves: they ask a :class:`TelemetrySource`, so that the same checks
+run against the A8 HTTP API of a live ecosystem or against an exported JSONL file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from readiness.client import GuardedClient
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class TelemetryUnavailable(Exception):
+    """The telemetry store could not be read; method B has no data (never a PASS)."""
+
+
+class TelemetrySource(Protocol):
+    """What method B needs from a telemetry store."""
+
+    async def events(self, *, since: dt.datetime, until: dt.datetime, app_id: str | None = None,
+                     event_type: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]: ...
+
+    async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]: ...
+
+
+class A8HttpSource:
+    """Reads the A8 query API (``/api/telemetry/events``, ``/api/telemetry/stats``)."""
+
+    def __init__(self, base_url: str, client: GuardedClient, app_id: str = "A8"):
+        self.base_url = base_url.rstrip("/")
+        self.client = client
+        self.app_id = app_id
+
+    async def _get(self, path: str, params: dict[str, Any]) -> Any:
+        query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        sample = await self.client.get(f"{self.base_url}{path}?{query}", app=self.app_id, route=path, keep_body=True)
+        if not sample.ok:
+            raise TelemetryUnavailable(f"GET {path} → {sample.status or sample.error}")
+        try:
+            return sample.json()
+        except ValueError as exc:
+            raise TelemetryUnavailable(f"GET {path}: {exc}") from None
+
+    async def events(self, *, since: dt.datetime, until: dt.datetime, app_id: str | None = None,
+                     event_type: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        data = await self._get("/api/telemetry/events", {"since": iso(since), "until": iso(until), "app_id": app_id,
+                                                         "event_type": event_type, "limit": limit})
+        return list(data["events"] if isinstance(data, dict) else data)
+
+    async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
+        data = await self._get("/api/telemetry/stats", {"since": iso(since), "until": iso(until)})
+        return {k: int(data[k]) for k in ("received", "accepted", "duplicates", "rejected")}
+
+
+class JsonlSource:
+    """Reads an exported JSONL file of events (one JSON object per line)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _rows(self) -> Iterable[dict[str, Any]]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TelemetryUnavailable(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        for i, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise TelemetryUnavailable(f"{self.path}:{i}: not a JSON object") from None
+
+    async def events(self, *, since: dt.datetime, until: dt.datetime, app_id: str | None = None,
+                     event_type: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        out = []
+        for row in self._rows():
+            try:
+                ts = parse_ts(row["timestamp"])
+            except (KeyError, ValueError):
+                continue
+            if not (since <= ts <= until):
+                continue
+            if app_id and row.get("app_id") != app_id or event_type and row.get("event_type") != event_type:
+                continue
+            out.append(row)
+        return out[-limit:]
+
+    async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
+        n = len(await self.events(since=since, until=until))
+        return {"received": n, "accepted": n, "duplicates": 0, "rejected": 0}
