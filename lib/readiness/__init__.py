@@ -1,0 +1,43 @@
+"""Readiness audit suite: the shared library behind the phase notebooks.
+
+Public surface (everything a notebook, a test or an analyst needs):
+
+- configuration: :func:`load_params`, :class:`Params`, :class:`ParamsError`
+- verdicts: :class:`Check`, :class:`Status`, :func:`rate_check`, :func:`error_rate_check`,
+  :func:`latency_check`, :func:`value_check`, :func:`combine`, :func:`wilson_interval`,
+  :func:`quantile_interval`, :func:`min_n_for_bound`
+- run folders: :class:`RunFolder`, :func:`latest_complete_run`, :func:`run_status`
+- phases: :func:`open_phase`, :class:`Phase`
+- HTTP: :class:`GuardedClient`, :class:`Sample`, :class:`PolicyRefused`
+- approvals: :func:`request_approval`
+- running: :func:`run_suite`
+"""
+
+from readiness.check import Check, Status
+from readiness.params import Params, ParamsError, load_params
+from readiness.quantiles import min_n_for_bound, quantile_interval
+from readiness.runfolder import RunFolder, latest_complete_run, run_status
+from readiness.verdict import combine, error_rate_check, latency_check, rate_check, value_check, wilson_interval
+
+__all__ = [
+    "Check", "GuardedClient", "Params", "ParamsError", "Phase", "PolicyRefused", "RunFolder", "Sample", "Status",
+    "combine", "error_rate_check", "latency_check", "latest_complete_run", "load_params", "min_n_for_bound",
+    "open_phase", "quantile_interval", "rate_check", "request_approval", "run_status", "run_suite", "value_check",
+    "wilson_interval",
+]
+
+
+def __getattr__(name: str):  # heavier parts load on first use, keeping `import readiness` fast
+    if name in ("open_phase", "Phase"):
+        from readiness import phase
+        return getattr(phase, name)
+    if name in ("GuardedClient", "Sample", "PolicyRefused"):
+        from readiness import client
+        return getattr(client, name)
+    if name == "request_approval":
+        from readiness.approvals import request_approval
+        return request_approval
+    if name == "run_suite":
+        from readiness.runner import run_suite
+        return run_suite
+    raise AttributeError(f"module 'readiness' has no attribute {name!r}")

@@ -71,7 +71,7 @@ def log_event(run: RunFolder, kind: str, **fields: object) -> None:
     """Append one line (JSON) to the approvals log: approvals, refusals and escalations."""
     if kind not in ("approved", "refused", "escalated"):
         raise ValueError(f"approval log entries are approved, refused or escalated, not {kind!r}")
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     line = json.dumps({"at": stamp, "kind": kind, **fields}, default=str)
     path = run.path(LOG)
     previous = path.read_text(encoding="utf-8") if path.exists() else ""

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Outcome of a check.
 
     PASS/FAIL are decided by the data; INCONCLUSIVE when the data cannot decide (too few
@@ -34,9 +36,6 @@ class Status(str, enum.Enum):
     STOPPED = "STOPPED"
     BLOCKED = "BLOCKED"
     ERROR = "ERROR"
-
-    def __str__(self) -> str:  # so f-strings print PASS, not Status.PASS
-        return self.value
 
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
@@ -125,3 +124,41 @@ def summarize(checks: Iterable[Check]) -> dict[str, int]:
     for check in checks:
         counts[check.status.value] += 1
     return counts
+
+
+class CheckFileError(Exception):
+    """A ``checks/*.json`` file cannot be read as recorded checks; the message names it."""
+
+
+def load_checks(run_root: str | Path, phase: str | None = None) -> list[Check]:
+    """Every check of every ``checks/*.json`` file (sorted by file name), or of one phase.
+
+    A run folder without a ``checks/`` directory yields no checks (every category then
+    scores 0); a malformed file raises :class:`CheckFileError` naming the file.
+    """
+    root = Path(run_root)
+    if not root.is_dir():
+        raise CheckFileError(f"{root}: run folder not found")
+    out: list[Check] = []
+    pattern = f"{phase}.json" if phase else "*.json"
+    for path in sorted((root / "checks").glob(pattern)):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CheckFileError(f"{rel}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckFileError(f"{rel}: cannot read file ({exc})") from None
+        if not (isinstance(data, dict) and isinstance(data.get("phase"), str) and isinstance(data.get("checks"), list)):
+            raise CheckFileError(f'{rel}: expected an object {{"phase": "<name>", "checks": [...]}}')
+        for i, item in enumerate(data["checks"]):
+            if not isinstance(item, dict):
+                raise CheckFileError(f"{rel}: checks[{i}]: expected an object, got {type(item).__name__}")
+            absent = [k for k in ("id", "phase", "title", "status") if k not in item]
+            if absent:
+                raise CheckFileError(f"{rel}: checks[{i}]: missing keys {absent}")
+            try:
+                out.append(Check.from_dict(item))
+            except (ValueError, TypeError) as exc:
+                raise CheckFileError(f"{rel}: checks[{i}]: {exc}") from None
+    return out

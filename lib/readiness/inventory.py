@@ -171,13 +171,13 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
 
     async def go() -> dict[str, Any]:
         async with phase.client() as client:
-            start = dt.datetime.now(dt.timezone.utc)
+            start = dt.datetime.now(dt.UTC)
             posted, accepted, failures = 0, 0, []
             for b in range(batches):
                 count = min(per_batch, n_events - posted)
                 if count <= 0:
                     break
-                now = dt.datetime.now(dt.timezone.utc)
+                now = dt.datetime.now(dt.UTC)
                 events = [{"event_type": "qa_burn_in", "timestamp": iso(now), "app_id": "suite",
                            "route": "burn_in", "status": 200, "trace_id": uuid.uuid4().hex,
                            "idempotency_key": f"burnin-{run_tag}-{posted + i}", "run_tag": run_tag,
@@ -194,7 +194,7 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
                 else:
                     failures.append(f"batch {b}: {s.status or s.error}")
                 await asyncio.sleep(window / batches)
-            end = dt.datetime.now(dt.timezone.utc)
+            end = dt.datetime.now(dt.UTC)
             stored = None
             try:
                 rows = await phase.telemetry(client).events(since=start - dt.timedelta(seconds=1),
@@ -288,7 +288,7 @@ def write_reports(phase: Phase) -> list[str]:
             "latency_ms": {k: seen.get(path, {}).get("total_ms") for k, path in
                            (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))},
         })
-    system_map = {"generated_at": iso(dt.datetime.now(dt.timezone.utc)), "ecosystem": phase.params.ecosystem,
+    system_map = {"generated_at": iso(dt.datetime.now(dt.UTC)), "ecosystem": phase.params.ecosystem,
                   "environment": phase.params.environment, "telemetry_app": phase.params.telemetry_app, "apps": apps}
     phase.run.write_json("reports/system_map.json", system_map)
     checks = phase.run.read_checks(phase.name)

@@ -118,7 +118,7 @@ class App(_Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid URL {v!r}: expected http(s)://host[:port]")
         try:
-            parts.port
+            _ = parts.port  # urlsplit validates the port lazily
         except ValueError:
             raise ValueError(f"invalid URL {v!r}: bad port") from None
         if parts.query or parts.fragment:
@@ -283,7 +283,7 @@ def interpolate(node: Any, env: Mapping[str, str], path: tuple[Any, ...] = ()) -
     return _VAR.sub(sub, escaped).replace("\0", "${")
 
 
-def _format_error(err: Mapping[str, Any]) -> str:
+def format_validation_error(err: Mapping[str, Any]) -> str:
     loc = _loc(err.get("loc", ()))
     kind = err.get("type", "")
     if kind == "extra_forbidden":
@@ -310,7 +310,7 @@ def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | N
     try:
         return Params.model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(source, [_format_error(e) for e in exc.errors()]) from None
+        raise ParamsError(source, [format_validation_error(e) for e in exc.errors()]) from None
 
 
 def load_params(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Params:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from readiness.check import Check
+from readiness.check import Check, load_checks
 from readiness.redact import Redactor
 
 RUN_FILE = "run.json"
@@ -42,11 +42,11 @@ class RunFolderError(Exception):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def library_version() -> str:
@@ -179,17 +179,8 @@ class RunFolder:
                                producer=phase)
 
     def read_checks(self, phase: str | None = None) -> list[Check]:
-        files = [self.root / "checks" / f"{phase}.json"] if phase else sorted((self.root / "checks").glob("*.json"))
-        out: list[Check] = []
-        for f in files:
-            if not f.is_file():
-                continue
-            try:
-                data = json.loads(f.read_text())
-                out.extend(Check.from_dict(c) for c in data["checks"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RunFolderError(f"{f.relative_to(self.root)} is not a valid checks file: {exc}") from None
-        return out
+        """Recorded checks of one phase or of all; a malformed file raises CheckFileError naming it."""
+        return load_checks(self.root, phase)
 
     # -- status and manifest ---------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -179,7 +179,12 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
                                      error=error)
                 if error:
                     _blocked(run, phase, f"notebook failed: {error}", Status.ERROR)
-                result.html, result.leadership_html = render_notebook(run.path(result.notebook), run, phase=phase)
+                try:
+                    result.html, result.leadership_html = render_notebook(run.path(result.notebook), run,
+                                                                          phase=phase)
+                except Exception as exc:  # the executed notebook is kept; only its HTML is missing
+                    result.status = "ERROR"
+                    result.error = f"{result.error + '; ' if result.error else ''}rendering failed: {exc}"
                 if phase == GATE_PHASE:
                     blocked_reason = (f"{GATE_PHASE} failed: {error}" if error else _gate_failure(run))
             result.elapsed_s = round(time.monotonic() - t0, 1)

@@ -37,7 +37,7 @@ KINDS = ("health", "ready", "action")
 
 def _targets(app: App) -> list[tuple[str, str, str]]:
     return [("health", "GET", app.health_path), ("ready", "GET", app.ready_path),
-            (f"action", app.smoke_action.method, app.smoke_action.path)]
+            ("action", app.smoke_action.method, app.smoke_action.path)]
 
 
 async def _probe_app(client: GuardedClient, app: App, n: int, window_s: float, t0: float,
@@ -65,11 +65,11 @@ def probe_window(phase: Phase) -> pd.DataFrame:
 
     async def go() -> tuple[str, str, list[dict[str, Any]]]:
         async with phase.client() as client:
-            start = dt.datetime.now(dt.timezone.utc)
+            start = dt.datetime.now(dt.UTC)
             t0 = asyncio.get_running_loop().time() + 0.05
             per_app = await asyncio.gather(*(_probe_app(client, app, n, window_s, t0, phase.synthetic_identity)
                                              for app in p.apps))
-            end = dt.datetime.now(dt.timezone.utc)
+            end = dt.datetime.now(dt.UTC)
         rows = [{**s.to_record(), "kind": kind, "intended_offset_s": offset}
                 for results in per_app for kind, offset, s in results]
         return iso(start), iso(end), rows
@@ -111,7 +111,7 @@ def corroborate(phase: Phase) -> pd.DataFrame:
             give_up = loop.time() + deadline_s
             pending = {a.id for a in p.apps}
             while pending:
-                until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+                until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
                 for app_id in sorted(pending):
                     want = df[df.app == app_id]
                     try:
@@ -136,7 +136,7 @@ def corroborate(phase: Phase) -> pd.DataFrame:
         want = df[df.app == app.id]
         got = res["apps"].get(app.id, {"error": "not queried", "events": []})
         by_trace = {e["trace_id"]: e for e in got["events"]}
-        matched = sum(1 for t, s in zip(want.trace_id, want.status) if t in by_trace
+        matched = sum(1 for t, s in zip(want.trace_id, want.status, strict=True) if t in by_trace
                       and by_trace[t].get("status") == (None if pd.isna(s) else int(s)))
         lat = [float(e["latency_ms"]) for e in got["events"] if isinstance(e.get("latency_ms"), (int, float))]
         info = {"probes": int(len(want)), "found": len(by_trace), "matched_status": matched, "error": got["error"],
@@ -171,7 +171,7 @@ def _slices_hold(df: pd.DataFrame, app: App, phase: Phase) -> tuple[int, int, st
 
 def _status_histogram(part: pd.DataFrame) -> str:
     counts = collections.Counter(str(int(s)) if not pd.isna(s) else str(e).split(":")[0]
-                                 for s, e in zip(part.status, part.error))
+                                 for s, e in zip(part.status, part.error, strict=True))
     return ", ".join(f"{k} ×{v}" for k, v in counts.most_common())
 
 
@@ -268,3 +268,13 @@ def write_report(phase: Phase) -> str:
                         "agreement", "LIVE"], rows)
             + "\n\n## All checks\n\n" + checks_table(checks) + "\n")
     return str(phase.run.write_text("reports/ecosystem_double_confirm.md", text).relative_to(phase.run.root))
+
+
+def latency_chart(phase: Phase) -> Any:
+    """P95 per app with its 95% interval against each app's threshold; saved under charts/."""
+    from readiness.charts import latency_chart as draw
+    from readiness.charts import save_chart
+
+    chart = draw(latency_frame(phase), title="Smoke: P95 per app with 95% interval (ms)")
+    save_chart(phase.run, "smoke_latency", chart)
+    return chart

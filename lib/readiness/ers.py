@@ -1,0 +1,80 @@
+"""The Enterprise Readiness Score phase (SPEC §3): recorded checks → score, files, charts.
+
+The scoring rules live in :mod:`readiness.scoring` and the rubric in ``params/rubric.yaml``;
+this module is the notebook's side: it reads only the run's ``checks/*.json`` and the
+rubric, and writes ``readiness_score.json`` plus the heatmap, radar and rubric reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import altair as alt
+import pandas as pd
+from IPython.display import Markdown
+
+from readiness.charts import heatmap_chart, radar_chart, save_chart
+from readiness.phase import Phase
+from readiness.rubric import Rubric, load_rubric
+from readiness.scoring import ReadinessScore, heatmap_rows, radar_series, rubric_markdown, score_checks, top_actions
+
+SCORE_FILE = "readiness_score.json"
+
+
+def rubric(phase: Phase) -> Rubric:
+    return load_rubric(phase.params.rubric_path(phase.params_file))
+
+
+def compute(phase: Phase) -> ReadinessScore:
+    """Score every check the other phases recorded in this run."""
+    checks = [c for c in phase.run.read_checks() if c.phase != phase.name]
+    return score_checks(checks, rubric(phase), owners=phase.params.owners,
+                        assumptions=[phase.params.profile_note,
+                                     f"Ecosystem {phase.params.ecosystem} ({phase.params.environment})."])
+
+
+def _categories(score: ReadinessScore) -> list[dict[str, Any]]:
+    return [{"key": c.key, "score": c.score, "weight": c.weight, "weighted": float(c.weighted)}
+            for c in score.categories]
+
+
+def write_outputs(phase: Phase, score: ReadinessScore) -> pd.DataFrame:
+    """readiness_score.json, readiness_heatmap.csv, readiness_radar.json, readiness_rubric.md."""
+    run = phase.run
+    run.write_json(SCORE_FILE, score.to_json())
+    rows = heatmap_rows(score)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["Category", "Score", "Weight", "Weighted", "Grade"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    run.write_text("reports/readiness_heatmap.csv", buf.getvalue())
+    run.write_json("reports/readiness_radar.json", radar_series(score))
+    run.write_text("reports/readiness_rubric.md",
+                   f"> {phase.params.profile_note}\n\n" + rubric_markdown(rubric(phase), score))
+    return pd.DataFrame(rows)
+
+
+def summary(score: ReadinessScore) -> Markdown:
+    """Grade, score, blockers and the top five actions, for leadership."""
+    lines = [f"## Grade **{score.grade}** — {score.overall_score:.2f} / 100", ""]
+    if score.blockers:
+        lines += ["**Blockers**", ""] + [f"- {b}" for b in score.blockers] + [""]
+    actions = top_actions(score, 5)
+    if actions:
+        lines += ["**Top actions**", "", "| risk | owner | eta | action |", "|---|---|---|---|"]
+        lines += [f"| {a['risk']} | {a['owner']} | {a['eta']} | {a['action']} |" for a in actions]
+    return Markdown("\n".join(lines))
+
+
+def radar(phase: Phase, score: ReadinessScore) -> alt.LayerChart:
+    chart = radar_chart(_categories(score))
+    save_chart(phase.run, "readiness_radar", chart)
+    return chart
+
+
+def heatmap(phase: Phase, score: ReadinessScore) -> alt.HConcatChart:
+    chart = heatmap_chart(_categories(score))
+    save_chart(phase.run, "readiness_heatmap", chart)
+    return chart

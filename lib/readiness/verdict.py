@@ -1,0 +1,354 @@
+"""The verdict rules: the one place where numbers become a :class:`Status`.
+
+Every phase hands its measurements to one of these functions and records the
+:class:`Check` it returns, so a rule (what counts as PASS for a success rate, for a
+latency percentile) is written once and reads the same in every report. The rules are
+built to avoid false positives: a PASS needs the *whole* confidence interval on the right
+side of the threshold, a FAIL needs the whole interval on the wrong side, and anything
+in between — including no data at all — is INCONCLUSIVE with the reason, and where it
+helps the sample size that would decide it.
+
+- Rates use the Wilson score interval: unlike the normal approximation it stays inside
+  [0, 1] and keeps close to nominal coverage at the extremes (0/n, n/n) where
+  readiness checks live.
+- Latency percentiles use the distribution-free order-statistic bounds of
+  :mod:`readiness.quantiles`: one-sided bounds decide (an SLO is one-sided), the
+  two-sided interval is recorded for the reader.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+from statsmodels.stats.proportion import proportion_confint
+
+from readiness.check import Check, Status
+from readiness.quantiles import (
+    format_number,
+    min_n_for_bound,
+    quantile_interval,
+    quantile_label,
+)
+
+NO_DATA = "no data"
+
+
+def _count(value: Any, name: str, where: str) -> int:
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}") from None
+    if count < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {count}")
+    return count
+
+
+def _counts(k: Any, n: Any, k_name: str, where: str) -> tuple[int, int]:
+    k_i, n_i = _count(k, k_name, where), _count(n, "n", where)
+    if k_i > n_i:
+        raise ValueError(f"{where}: {k_name} must be between 0 and n={n_i}, got {k_i}")
+    return k_i, n_i
+
+
+def _open_unit(value: Any, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value < 1.0:
+        raise ValueError(f"{where}: {name} must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (statsmodels), within [0, 1].
+
+    Chosen over the normal approximation because it never leaves [0, 1] and keeps close
+    to nominal coverage at 0/n and n/n, where readiness checks mostly live.
+    """
+    where = "wilson_interval"
+    successes, n = _counts(successes, n, "successes", where)
+    confidence = _open_unit(confidence, "confidence", where)
+    if n == 0:
+        raise ValueError("wilson_interval: no trials (n=0), a proportion has no interval without data")
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    # The score interval reaches 0 exactly at x = 0 and 1 exactly at x = n; pin those ends
+    # so rounding (0.9999999999999999) cannot make a perfect record look imperfect.
+    low = 0.0 if successes == 0 else max(0.0, float(low))
+    high = 1.0 if successes == n else min(1.0, float(high))
+    return low, high
+
+
+def _z(confidence: float) -> float:
+    return float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+
+
+def _settle(start: int, ok: Callable[[int], bool]) -> int:
+    """Smallest n >= 1 with ok(n), starting from a closed-form guess; ok is monotone."""
+    n = max(1, start)
+    while not ok(n):
+        n += 1
+    while n > 1 and ok(n - 1):
+        n -= 1
+    return n
+
+
+def min_n_for_rate(target: float, confidence: float = 0.95) -> int:
+    """Smallest n at which a perfect record (n/n) has a Wilson lower bound >= target.
+
+    Closed form: the lower bound of n/n is n / (n + z^2), so n >= target z^2 / (1 - target);
+    settled against :func:`wilson_interval` so it agrees with the rule exactly.
+    """
+    target = _open_unit(target, "target", "min_n_for_rate")
+    z2 = _z(confidence) ** 2
+    return _settle(math.ceil(target * z2 / (1.0 - target)),
+                   lambda n: wilson_interval(n, n, confidence)[0] >= target)
+
+
+def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
+    """Smallest n at which zero errors give a Wilson upper bound < max_rate.
+
+    Closed form: the upper bound of 0/n is z^2 / (n + z^2), so n > z^2 (1 - max) / max.
+    """
+    max_rate = _open_unit(max_rate, "max_rate", "min_n_for_error_rate")
+    z2 = _z(confidence) ** 2
+    return _settle(math.floor(z2 * (1.0 - max_rate) / max_rate) + 1,
+                   lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
+
+
+def _pct(x: float, versus: float | None = None) -> str:
+    """A proportion as a percentage with up to two decimals, or more when two decimals
+    would make a bound print equal to the threshold it differs from (``0.998%`` rather
+    than ``1% < 1%``)."""
+    for decimals in range(2, 9):
+        text = f"{x * 100:.{decimals}f}"
+        if versus is None or x == versus or text != f"{versus * 100:.{decimals}f}":
+            break
+    return f"{text.rstrip('0').rstrip('.')}%"
+
+
+def _ms(x: float, versus: float) -> str:
+    """A latency in ms, with extra decimals when rounding would hide that it differs
+    from the threshold it is compared with."""
+    text = format_number(x)
+    if x != versus and text == format_number(versus):
+        for decimals in range(2, 9):
+            text = f"{x:.{decimals}f}"
+            if text != f"{versus:.{decimals}f}":
+                break
+    return text
+
+
+def _join(computed: str, extra: str) -> str:
+    return f"{computed}; {extra}" if extra else computed
+
+
+def _fields(id: str, phase: str, title: str, app: str | None, window: str | None,
+            severity: str, tags: Iterable[str], evidence: Iterable[str]) -> dict[str, Any]:
+    """The identity and provenance every check carries, whatever its rule."""
+    return {"id": id, "phase": phase, "title": title, "app": app, "window": window,
+            "severity": severity, "tags": tuple(tags), "evidence": tuple(evidence)}
+
+
+def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold: float,
+                  threshold_name: str, higher_is_better: bool, confidence: float,
+                  fields: dict[str, Any], detail: str) -> Check:
+    """The Wilson rule shared by success rates (must reach a target) and error rates
+    (must stay below a maximum): the bound on the good side decides PASS, the bound on
+    the bad side decides FAIL, an interval across the threshold is INCONCLUSIVE."""
+    count, n = _counts(count, n, count_name, where)
+    threshold = _open_unit(threshold, threshold_name, where)
+    common = {**fields, "threshold": threshold, "comparator": ">=" if higher_is_better else "<",
+              "unit": "ratio", "n": n}
+    if n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **common)
+    low, high = wilson_interval(count, n, confidence)
+    conf, word, limit = _pct(confidence), "target" if higher_is_better else "max", _pct(threshold)
+
+    def bound(side: str, value: float, op: str) -> str:
+        return f"Wilson {conf} {side} bound {_pct(value, threshold)} {op} {word} {limit}"
+
+    if higher_is_better:
+        passed, failed = low >= threshold, high < threshold
+        pass_text, fail_text = bound("lower", low, ">="), bound("upper", high, "<")
+    else:
+        passed, failed = high < threshold, low >= threshold
+        pass_text, fail_text = bound("upper", high, "<"), bound("lower", low, ">=")
+    record = f"({count}/{n})"
+    if passed:
+        status, text = Status.PASS, f"{pass_text} {record}"
+    elif failed:
+        status, text = Status.FAIL, f"{fail_text} {record}"
+    else:
+        status = Status.INCONCLUSIVE
+        interval = f"[{_pct(low, threshold)}, {_pct(high, threshold)}]"
+        text = f"Wilson {conf} interval {interval} straddles {word} {limit} {record}"
+        needed = (min_n_for_rate(threshold, confidence) if higher_is_better
+                  else min_n_for_error_rate(threshold, confidence))
+        if n < needed:
+            text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
+    return Check(status=status, observed=count / n, ci_low=low, ci_high=high,
+                 detail=_join(text, detail), **common)
+
+
+def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, target: float,
+               confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+               evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+               detail: str = "") -> Check:
+    """A success rate that must reach ``target``: PASS when the Wilson lower bound is
+    >= target, FAIL when the upper bound is < target, INCONCLUSIVE otherwise. When n is
+    too small for even a perfect record to pass, the detail states the n that would."""
+    return _wilson_check(where=f"rate_check {id}", count=successes, n=n, count_name="successes",
+                         threshold=target, threshold_name="target", higher_is_better=True,
+                         confidence=confidence, detail=detail,
+                         fields=_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,
+                     confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                     evidence: Iterable[str] = (), severity: str = "P2",
+                     window: str | None = None, detail: str = "") -> Check:
+    """An error rate that must stay below ``max_rate``: PASS when the Wilson upper bound
+    is < max_rate, FAIL when the lower bound is >= max_rate, INCONCLUSIVE otherwise. When
+    n is too small for even zero errors to pass, the detail states the n that would."""
+    return _wilson_check(where=f"error_rate_check {id}", count=errors, n=n, count_name="errors",
+                         threshold=max_rate, threshold_name="max_rate", higher_is_better=False,
+                         confidence=confidence, detail=detail,
+                         fields=_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float] | np.ndarray,
+                  threshold_ms: float, q: float = 0.95, confidence: float = 0.95,
+                  app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
+                  severity: str = "P2", window: str | None = None, detail: str = "") -> Check:
+    """A latency percentile that must stay at or below ``threshold_ms``.
+
+    PASS when the one-sided upper confidence bound of the q-quantile is <= threshold,
+    FAIL when the one-sided lower bound is > threshold, INCONCLUSIVE otherwise. Where n
+    is too small for an upper bound to exist the check cannot PASS and says which n it
+    needs. ``ci_low``/``ci_high`` record the two-sided interval when it exists.
+    """
+    where = f"latency_check {id}"
+    if isinstance(threshold_ms, bool) or not isinstance(threshold_ms, Real) \
+            or not math.isfinite(threshold_ms):
+        raise ValueError(f"{where}: threshold_ms must be a finite number, got {threshold_ms!r}")
+    two = quantile_interval(samples_ms, q, confidence, "two")
+    common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
+              "threshold": float(threshold_ms), "comparator": "<=", "unit": "ms", "n": two.n}
+    plural = "" if two.dropped == 1 else "s"
+    dropped = f"; {two.dropped} NaN sample{plural} dropped" if two.dropped else ""
+    if two.n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA + dropped, detail), **common)
+    upper = quantile_interval(samples_ms, q, confidence, "upper").high
+    lower = quantile_interval(samples_ms, q, confidence, "lower").low
+    conf, thr = _pct(confidence), f"{format_number(threshold_ms)} ms"
+    if upper is not None and upper <= threshold_ms:
+        status, text = Status.PASS, f"{conf} upper bound {_ms(upper, threshold_ms)} ms <= {thr}"
+    elif lower is not None and lower > threshold_ms:
+        status, text = Status.FAIL, f"{conf} lower bound {_ms(lower, threshold_ms)} ms > {thr}"
+    else:
+        status = Status.INCONCLUSIVE
+        upper_part = (f"{conf} upper bound needs n ≥ {min_n_for_bound(q, confidence, 'upper')}"
+                      if upper is None else f"{conf} upper bound {_ms(upper, threshold_ms)} ms > {thr}")
+        lower_part = (f"{conf} lower bound needs n ≥ {min_n_for_bound(q, confidence, 'lower')}"
+                      if lower is None else f"{conf} lower bound {_ms(lower, threshold_ms)} ms <= {thr}")
+        text = f"{upper_part}; {lower_part}"
+    text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
+    return Check(status=status, observed=two.estimate,
+                 ci_low=two.low if two.exists else None, ci_high=two.high if two.exists else None,
+                 detail=_join(text, detail), **common)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
+}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def value_check(*, id: str, phase: str, title: str, observed: float | str | bool | None,
+                expected: float | str | bool, comparator: str = "==", unit: str = "",
+                n: int = 1, app: str | None = None, tags: Iterable[str] = (),
+                evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+                detail: str = "") -> Check:
+    """A deterministic fact (a status code, a header value, a flag): no interval, the
+    observation either meets ``comparator expected`` or not. ``==`` is exact, also for
+    floats. No observation (None or NaN) is INCONCLUSIVE with n=0."""
+    where = f"value_check {id}"
+    if comparator not in _COMPARE:
+        raise ValueError(f"{where}: comparator must be one of {tuple(_COMPARE)}, got {comparator!r}")
+    n = _count(n, "n", where)
+    common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
+              "threshold": expected, "comparator": comparator, "unit": unit}
+    if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+        return Check(status=Status.INCONCLUSIVE, n=0, detail=_join(NO_DATA, detail), **common)
+    try:
+        ok = bool(_COMPARE[comparator](observed, expected))
+    except TypeError:
+        raise ValueError(f"{where}: cannot compare {observed!r} {comparator} {expected!r}") from None
+    suffix = f" {unit}" if unit else ""
+    verb = "meets" if ok else "does not meet"
+    text = f"observed {_show(observed)}{suffix} {verb} {comparator} {_show(expected)}{suffix}"
+    return Check(status=Status.PASS if ok else Status.FAIL, observed=observed, n=n,
+                 detail=_join(text, detail), **common)
+
+
+#: How an all-of verdict is decided, strongest first. A FAIL is measured proof that the
+#: whole cannot pass, so it wins over everything. Next come the reasons the whole could
+#: not be judged, most urgent first: ERROR (the suite itself broke), STOPPED (a stop
+#: condition fired while it ran), BLOCKED (a gate or approval kept it from running).
+#: Otherwise any INCONCLUSIVE part — or a SKIPPED part next to parts that ran — leaves
+#: the whole INCONCLUSIVE: an all-of with a piece missing is unproven, not passed. Only
+#: when every part was SKIPPED is the whole SKIPPED, and only when every part passed
+#: is it PASS.
+COMBINE_PRECEDENCE: tuple[Status, ...] = (Status.FAIL, Status.ERROR, Status.STOPPED,
+                                          Status.BLOCKED, Status.INCONCLUSIVE)
+
+
+def _union(*groups: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for group in groups for item in group))
+
+
+def combine(id: str, phase: str, title: str, parts: Sequence[Check], *, app: str | None = None,
+            tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
+            window: str | None = None, detail: str = "") -> Check:
+    """All-of verdict over ``parts`` (e.g. liveness = agreement AND p95 AND error rate
+    AND success AND stable), decided by :data:`COMBINE_PRECEDENCE`.
+
+    The combined check records how many parts passed (``observed``) out of how many
+    (``threshold``, ``n``); its tags and evidence are the union of its own and the
+    parts'; its detail names every part that did not pass.
+    """
+    parts = list(parts)
+    statuses = {part.status for part in parts}
+    passed = sum(part.status is Status.PASS for part in parts)
+    decisive = [s for s in COMBINE_PRECEDENCE if s in statuses]
+    if decisive:
+        status = decisive[0]
+    elif statuses == {Status.PASS}:
+        status = Status.PASS
+    elif statuses == {Status.SKIPPED}:
+        status = Status.SKIPPED
+    else:  # no parts, or PASS mixed with SKIPPED
+        status = Status.INCONCLUSIVE
+    if not parts:
+        text = NO_DATA
+    elif status is Status.PASS:
+        text = f"all {len(parts)} parts PASS"
+    else:
+        failing = ", ".join(f"{p.id} ({p.status})" for p in parts if p.status is not Status.PASS)
+        text = f"{passed}/{len(parts)} parts PASS; not passing: {failing}"
+    return Check(id=id, phase=phase, title=title, status=status, app=app, observed=float(passed),
+                 threshold=float(len(parts)), comparator="==", unit="parts", n=len(parts),
+                 window=window, severity=severity,
+                 tags=_union(tags, *(p.tags for p in parts)),
+                 evidence=_union(evidence, *(p.evidence for p in parts)),
+                 detail=_join(text, detail))

@@ -1,0 +1,65 @@
+"""Shared fixtures: test params on their own ports, one sandbox per session, one suite run.
+
+Tests use ports 281xx and a private state folder so that they never collide with a
+sandbox a developer left running for `make lab` (181xx).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_PORT_BASE = 28100
+
+
+def write_test_params(folder: Path, **overrides: object) -> Path:
+    """The sandbox params, moved to test ports and a private state folder, plus overrides."""
+    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
+    for i, app in enumerate(data["apps"], 1):
+        app["base_url"] = f"http://127.0.0.1:{TEST_PORT_BASE + i}"
+    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
+    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
+    for key, value in overrides.items():
+        data[key] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_params(tmp_path_factory.mktemp("params"))
+
+
+@pytest.fixture(scope="session")
+def sandbox(test_params_file: Path) -> Iterator[object]:
+    """The eight sandbox apps on test ports for the whole session (stopped at the end)."""
+    from readiness.params import load_params
+    from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+
+    params = load_params(test_params_file)
+    saved = dict(os.environ)
+    state, _started = ensure_sandbox(params)
+    try:
+        yield state
+    finally:
+        stop_sandbox(params)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def suite_run(sandbox: object, test_params_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One full `readiness run` of every notebook against the sandbox, shared by many tests."""
+    from readiness.runner import run_suite
+
+    out = tmp_path_factory.mktemp("outputs")
+    lines: list[str] = []
+    outcome = run_suite(test_params_file, outputs=out, echo=lines.append)
+    outcome.log = lines  # type: ignore[attr-defined]
+    return outcome

@@ -1,0 +1,148 @@
+"""The whole suite executed by the runner against the sandbox (quick profile).
+
+Assertions are on recorded checks and files, never on printed text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from readiness.check import Status, load_checks
+from readiness.render import network_references
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+
+SCORE_KEYS = {"version", "overall_score", "grade", "categories", "blockers", "non_blocking_risks", "assumptions",
+              "scoring_notes"}
+CATEGORY_KEYS = {"key", "weight", "score", "weighted", "evidence", "gaps", "actions"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(suite_run) -> Path:
+    return suite_run.run_dir
+
+
+@pytest.fixture(scope="module")
+def checks(run_dir):
+    return {c.id: c for c in load_checks(run_dir)}
+
+
+def test_run_completes_with_every_phase_ok(suite_run, run_dir) -> None:
+    assert suite_run.status == "complete", suite_run.log
+    assert [p.status for p in suite_run.phases] == ["OK"] * len(suite_run.phases), suite_run.log
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete" and set(info["phases"]) == {p.phase for p in suite_run.phases}
+    assert all(info["phases"][p]["elapsed_s"] > 0 for p in info["phases"])
+    assert (run_dir / "index.html").is_file()
+
+
+def test_score_has_the_seed_shape_and_adds_up(run_dir) -> None:
+    score = json.loads((run_dir / "readiness_score.json").read_text())
+    assert set(score) == SCORE_KEYS and score["version"] == "1.0"
+    assert len(score["categories"]) == 11
+    assert sum(c["weight"] for c in score["categories"]) == 100
+    for c in score["categories"]:
+        assert set(c) == CATEGORY_KEYS
+        assert {"owner", "eta", "risk"} <= set().union(*(a.keys() for a in c["actions"])) if c["actions"] else True
+        assert Decimal(str(c["weighted"])) == (Decimal(c["score"]) / 5 * c["weight"]).quantize(Decimal("0.01"))
+        if c["score"] == 0:
+            assert c["gaps"], c["key"]
+    total = sum(Decimal(str(c["weighted"])) for c in score["categories"])
+    assert Decimal(str(score["overall_score"])) == total
+    blocked = any(c["score"] <= 1 for c in score["categories"])
+    expected = "Green" if total >= 90 else "Yellow" if total >= 75 else "Red"
+    if blocked:
+        expected = "Yellow" if total >= 90 else "Red"
+        assert score["blockers"]
+    assert score["grade"] == expected
+    assert (run_dir / "reports" / "readiness_heatmap.csv").read_text().splitlines()[0] == \
+        "Category,Score,Weight,Weighted,Grade"
+    radar = json.loads((run_dir / "reports" / "readiness_radar.json").read_text())
+    assert all(0 <= v <= 1 for v in radar["series"][0]["values"])
+    for chart in ("readiness_radar", "readiness_heatmap", "smoke_latency"):
+        assert (run_dir / "charts" / f"{chart}.svg").read_text().lstrip().startswith(("<svg", "<?xml"))
+
+
+def test_default_sandbox_is_honest_about_a2_readiness(checks, run_dir) -> None:
+    """Fix A is OFF by default: A2 has no /ready; that is a FAIL with evidence, not a pass."""
+    for cid in ("inventory.A2.ready", "smoke.A2.ready", "smoke.A2.liveness"):
+        assert checks[cid].status is Status.FAIL, checks[cid]
+    ready = checks["smoke.A2.ready"]
+    assert ready.n and ready.n > 0 and "404" in ready.detail
+    assert all((run_dir / e).is_file() for e in ready.evidence)
+    evidence = json.loads((run_dir / "evidence" / "A2_health.json").read_text())
+    assert "404" in evidence["method_a"]["by_kind"]["ready"]
+
+
+def test_healthy_apps_are_live_by_both_sources(checks) -> None:
+    for app in ("A1", "A3", "A4", "A5", "A6", "A7", "A8"):
+        live = checks[f"smoke.{app}.liveness"]
+        assert live.status is Status.PASS, (live.detail, [checks[f"smoke.{app}.{k}"].detail for k in
+                                                           ("p95", "agreement", "error_rate", "stable")])
+        assert checks[f"smoke.{app}.agreement"].n == 400
+
+
+def test_gate_is_go_and_its_parts_recorded(checks) -> None:
+    assert checks["inventory.gate.go"].status is Status.PASS
+    assert checks["inventory.gate.stripe_price"].status is Status.SKIPPED
+    assert checks["inventory.gate.enforce_428.A8"].observed == 428
+    assert checks["inventory.gate.enforce_428.A5"].observed == 428
+    assert checks["inventory.gate.telemetry_acceptance"].status is Status.PASS
+    assert checks["inventory.tools.k6"].status is Status.PASS
+    assert checks["inventory.tools.chromium"].status is Status.PASS
+
+
+def test_nothing_passes_without_data(checks) -> None:
+    for c in checks.values():
+        if c.status is Status.PASS:
+            assert c.observed is not None and (c.n is None or c.n > 0), c
+
+
+def test_artifacts_of_each_phase(run_dir) -> None:
+    expected = ["reports/system_map.json", "reports/ecosystem_inventory.md", "reports/ecosystem_double_confirm.md",
+                "reports/readiness_rubric.md", "evidence/smoke_samples.parquet"]
+    expected += [f"evidence/A{i}_health.json" for i in range(1, 9)]
+    for rel in expected:
+        assert (run_dir / rel).is_file(), rel
+    system_map = json.loads((run_dir / "reports" / "system_map.json").read_text())
+    assert len(system_map["apps"]) == 8 and all(a["status"]["base"] == 200 for a in system_map["apps"])
+    for md in ("ecosystem_inventory.md", "ecosystem_double_confirm.md"):
+        assert "Quick profile" in (run_dir / "reports" / md).read_text()
+
+
+def test_html_is_offline_and_leadership_has_no_code(run_dir) -> None:
+    pages = list(run_dir.rglob("*.html"))
+    assert len(pages) >= 7
+    for page in pages:
+        assert network_references(page.read_text()) == [], page
+    for page in (run_dir / "html" / "leadership").glob("*.html"):
+        text = page.read_text()
+        assert "jp-InputArea" not in text and "open_phase(" not in text, page
+    assert "open_phase(" in (run_dir / "html" / "01_smoke.html").read_text()
+
+
+def test_manifest_matches_files(run_dir) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    listed = {r["path"]: r for r in manifest["files"]}
+    on_disk = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()
+               and not p.name.startswith(".")} - {"manifest.json", "run.json"}
+    assert set(listed) == on_disk
+    for rel, row in listed.items():
+        assert hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() == row["sha256"], rel
+    assert listed["checks/01_smoke.json"]["producer"] == "01_smoke"
+
+
+def test_no_secret_value_reaches_disk(run_dir) -> None:
+    names = json.loads((run_dir / "params.json").read_text())["secrets"]["names"] + ["SANDBOX_ADMIN_TOKEN"]
+    values = [os.environ[n].encode() for n in names if len(os.environ.get(n, "")) >= 6]
+    assert values, "the sandbox provides secrets; they must be in the environment"
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not any(v in data for v in values), f

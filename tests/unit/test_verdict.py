@@ -1,0 +1,315 @@
+"""Verdict rules: Wilson intervals, rate/latency/value checks, and the all-of combination."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from readiness.check import Check, Status
+from readiness.verdict import (
+    COMBINE_PRECEDENCE,
+    combine,
+    error_rate_check,
+    latency_check,
+    min_n_for_error_rate,
+    min_n_for_rate,
+    rate_check,
+    value_check,
+    wilson_interval,
+)
+
+Z95 = 1.959963984540054  # standard normal 97.5% point
+WHERE = {"id": "smoke.A3.x", "phase": "smoke", "title": "t"}
+
+
+# ---------------------------------------------------------------- Wilson
+
+@pytest.mark.parametrize(("successes", "n", "low", "high"), [
+    # Newcombe (1998), Statistics in Medicine 17:857-872, Table I, method 3 (score).
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_matches_published_values(successes: int, n: int, low: float, high: float) -> None:
+    got = wilson_interval(successes, n)
+    assert (round(got[0], 4), round(got[1], 4)) == (low, high)
+
+
+def test_wilson_extremes_match_closed_form() -> None:
+    # At x = 0 the score interval is [0, z^2/(n+z^2)]; at x = n it is [n/(n+z^2), 1].
+    z2 = Z95**2
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(z2 / (10 + z2), abs=1e-12)  # 0.2775
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0 and low == pytest.approx(10 / (10 + z2), abs=1e-12)  # 0.7225
+    assert round(high, 4) == 1.0 and round(low, 4) == 0.7225
+
+
+def test_wilson_is_wider_at_higher_confidence() -> None:
+    low95, high95 = wilson_interval(40, 50)
+    low99, high99 = wilson_interval(40, 50, confidence=0.99)
+    assert low99 < low95 < 0.8 < high95 < high99
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((0, 0), "wilson_interval: no trials (n=0), a proportion has no interval without data"),
+    ((11, 10), "wilson_interval: successes must be between 0 and n=10, got 11"),
+    ((-1, 10), "wilson_interval: successes must be >= 0, got -1"),
+    ((1, 2.0), "wilson_interval: n must be an integer, got 2.0"),
+    ((1, 2, 1.0), "wilson_interval: confidence must be strictly between 0 and 1, got 1.0"),
+])
+def test_wilson_rejects_bad_input(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        wilson_interval(*args)
+    assert str(err.value) == message
+
+
+def test_sample_size_for_a_perfect_record() -> None:
+    # n/(n+z^2) >= 0.95  <=>  n >= 19 z^2 = 72.99
+    assert min_n_for_rate(0.95) == 73
+    assert wilson_interval(72, 72)[0] < 0.95 <= wilson_interval(73, 73)[0]
+    # z^2/(n+z^2) < 0.01  <=>  n > 99 z^2 = 380.3
+    assert min_n_for_error_rate(0.01) == 381
+    assert wilson_interval(0, 381)[1] < 0.01 <= wilson_interval(0, 380)[1]
+
+
+# ---------------------------------------------------------------- rate_check
+
+@pytest.mark.parametrize(("successes", "n", "status", "detail"), [
+    (199, 200, Status.PASS, "Wilson 95% lower bound 97.22% >= target 95% (199/200)"),
+    (180, 200, Status.FAIL, "Wilson 95% upper bound 93.43% < target 95% (180/200)"),
+    (190, 200, Status.INCONCLUSIVE,
+     "Wilson 95% interval [91.04%, 97.26%] straddles target 95% (190/200)"),
+    (60, 60, Status.INCONCLUSIVE, "Wilson 95% interval [93.98%, 100%] straddles target 95% "
+     "(60/60); a PASS needs n ≥ 73 with zero failures"),
+    (72, 72, Status.INCONCLUSIVE, "Wilson 95% interval [94.93%, 100%] straddles target 95% "
+     "(72/72); a PASS needs n ≥ 73 with zero failures"),
+    (73, 73, Status.PASS, "Wilson 95% lower bound 95.001% >= target 95% (73/73)"),
+    (0, 0, Status.INCONCLUSIVE, "no data"),
+])
+def test_rate_check_branches(successes: int, n: int, status: Status, detail: str) -> None:
+    check = rate_check(**WHERE, successes=successes, n=n, target=0.95)
+    assert (check.status, check.detail) == (status, detail)
+
+
+def test_rate_check_carries_its_evidence() -> None:
+    check = rate_check(**WHERE, successes=199, n=200, target=0.95, app="A3", tags=("reliability",),
+                       evidence=("evidence/A3_health.json",), severity="P1",
+                       window="2025-01-01T00:00Z/PT15M", detail="probes via method A")
+    low, high = wilson_interval(199, 200)
+    assert check == Check(
+        id="smoke.A3.x", phase="smoke", title="t", status=Status.PASS, app="A3", observed=0.995,
+        ci_low=low, ci_high=high, threshold=0.95, comparator=">=", unit="ratio", n=200,
+        window="2025-01-01T00:00Z/PT15M", severity="P1", tags=("reliability",),
+        evidence=("evidence/A3_health.json",),
+        detail="Wilson 95% lower bound 97.22% >= target 95% (199/200); probes via method A")
+    empty = rate_check(**WHERE, successes=0, n=0, target=0.95, window="w")
+    assert (empty.observed, empty.ci_low, empty.ci_high, empty.n, empty.window) == (
+        None, None, None, 0, "w")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"successes": 3, "n": 2, "target": 0.9},
+     "rate_check smoke.A3.x: successes must be between 0 and n=2, got 3"),
+    ({"successes": 1, "n": -2, "target": 0.9}, "rate_check smoke.A3.x: n must be >= 0, got -2"),
+    ({"successes": 1, "n": 2, "target": 1.0},
+     "rate_check smoke.A3.x: target must be strictly between 0 and 1, got 1.0"),
+    ({"successes": 1, "n": 2, "target": 95},
+     "rate_check smoke.A3.x: target must be strictly between 0 and 1, got 95"),
+])
+def test_rate_check_rejects_bad_input(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        rate_check(**WHERE, **kwargs)
+    assert str(err.value) == message
+
+
+# ---------------------------------------------------------------- error_rate_check
+
+@pytest.mark.parametrize(("errors", "n", "status", "detail"), [
+    (0, 2000, Status.PASS, "Wilson 95% upper bound 0.19% < max 1% (0/2000)"),
+    (30, 1000, Status.FAIL, "Wilson 95% lower bound 2.11% >= max 1% (30/1000)"),
+    (2, 300, Status.INCONCLUSIVE, "Wilson 95% interval [0.18%, 2.4%] straddles max 1% (2/300); "
+     "a PASS needs n ≥ 381 with zero errors"),
+    (5, 500, Status.INCONCLUSIVE, "Wilson 95% interval [0.43%, 2.32%] straddles max 1% (5/500)"),
+    (0, 380, Status.INCONCLUSIVE, "Wilson 95% interval [0%, 1.001%] straddles max 1% (0/380); "
+     "a PASS needs n ≥ 381 with zero errors"),
+    (0, 381, Status.PASS, "Wilson 95% upper bound 0.998% < max 1% (0/381)"),
+    (0, 0, Status.INCONCLUSIVE, "no data"),
+])
+def test_error_rate_check_branches(errors: int, n: int, status: Status, detail: str) -> None:
+    check = error_rate_check(**WHERE, errors=errors, n=n, max_rate=0.01, window="w")
+    assert (check.status, check.detail) == (status, detail)
+    assert (check.threshold, check.comparator, check.unit, check.n, check.window) == (
+        0.01, "<", "ratio", n, "w")
+    if n:
+        assert check.observed == errors / n
+        assert (check.ci_low, check.ci_high) == wilson_interval(errors, n)
+
+
+def test_error_rate_check_rejects_bad_input() -> None:
+    with pytest.raises(ValueError) as err:
+        error_rate_check(**WHERE, errors=1, n=10, max_rate=0)
+    assert str(err.value) == (
+        "error_rate_check smoke.A3.x: max_rate must be strictly between 0 and 1, got 0")
+    with pytest.raises(ValueError) as err:
+        error_rate_check(**WHERE, errors=1.5, n=10, max_rate=0.01)
+    assert str(err.value) == "error_rate_check smoke.A3.x: errors must be an integer, got 1.5"
+
+
+# ---------------------------------------------------------------- latency_check
+
+SAMPLES = np.arange(1.0, 201.0)  # P95 estimate 190; one-sided bounds 185 / 196; two-sided 184..197
+
+
+@pytest.mark.parametrize(("threshold", "status", "detail"), [
+    (196, Status.PASS, "P95: 95% upper bound 196 ms <= 196 ms (n=200)"),
+    (195.5, Status.INCONCLUSIVE,
+     "P95: 95% upper bound 196 ms > 195.5 ms; 95% lower bound 185 ms <= 195.5 ms (n=200)"),
+    (185, Status.INCONCLUSIVE,
+     "P95: 95% upper bound 196 ms > 185 ms; 95% lower bound 185 ms <= 185 ms (n=200)"),
+    (184.9, Status.FAIL, "P95: 95% lower bound 185 ms > 184.9 ms (n=200)"),
+])
+def test_latency_check_branches(threshold: float, status: Status, detail: str) -> None:
+    check = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=threshold, window="w")
+    assert (check.status, check.detail) == (status, detail)
+    assert (check.observed, check.ci_low, check.ci_high) == (190.0, 184.0, 197.0)
+    assert (check.threshold, check.comparator, check.unit, check.n, check.window) == (
+        threshold, "<=", "ms", 200, "w")
+
+
+def test_latency_check_shows_digits_that_separate_bound_and_threshold() -> None:
+    check = latency_check(**WHERE, samples_ms=SAMPLES + 0.04, threshold_ms=196)
+    assert check.detail == (
+        "P95: 95% upper bound 196.04 ms > 196 ms; 95% lower bound 185 ms <= 196 ms (n=200)")
+
+
+def test_latency_p99_at_n200_needs_more_data() -> None:
+    check = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=1000, q=0.99)
+    assert check.status is Status.INCONCLUSIVE
+    assert check.detail == (
+        "P99: 95% upper bound needs n ≥ 299; 95% lower bound 195 ms <= 1000 ms (n=200)")
+    assert (check.observed, check.ci_low, check.ci_high) == (198.0, None, None)
+    failed = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=150, q=0.99)
+    assert (failed.status, failed.detail) == (
+        Status.FAIL, "P99: 95% lower bound 195 ms > 150 ms (n=200)")
+    passed = latency_check(**WHERE, samples_ms=np.arange(1.0, 300.0), threshold_ms=1000, q=0.99)
+    assert (passed.status, passed.detail) == (
+        Status.PASS, "P99: 95% upper bound 299 ms <= 1000 ms (n=299)")
+
+
+def test_latency_p99_at_n200_is_never_pass() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        samples = rng.lognormal(3.5, 0.6, size=200)
+        for threshold in (10.0, 60.0, 120.0, 1e9):
+            check = latency_check(**WHERE, samples_ms=samples, threshold_ms=threshold, q=0.99)
+            assert check.status is not Status.PASS
+
+
+def test_latency_check_small_and_missing_data() -> None:
+    tiny = latency_check(**WHERE, samples_ms=[1.0, 2.0, float("nan")], threshold_ms=120, q=0.5)
+    assert (tiny.status, tiny.n, tiny.observed) == (Status.INCONCLUSIVE, 2, 1.0)
+    assert tiny.detail == ("P50: 95% upper bound needs n ≥ 5; 95% lower bound needs n ≥ 5 (n=2); "
+                           "1 NaN sample dropped")
+    empty = latency_check(**WHERE, samples_ms=[], threshold_ms=120)
+    assert (empty.status, empty.detail, empty.n, empty.observed) == (
+        Status.INCONCLUSIVE, "no data", 0, None)
+    nans = latency_check(**WHERE, samples_ms=[math.nan] * 3, threshold_ms=120, detail="cold run")
+    assert nans.detail == "no data; 3 NaN samples dropped; cold run"
+
+
+def test_latency_check_rejects_bad_threshold() -> None:
+    with pytest.raises(ValueError) as err:
+        latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=math.inf)
+    assert str(err.value) == "latency_check smoke.A3.x: threshold_ms must be a finite number, got inf"
+
+
+# ---------------------------------------------------------------- value_check
+
+@pytest.mark.parametrize(("observed", "expected", "comparator", "unit", "status", "detail"), [
+    (200, 200, "==", "", Status.PASS, "observed 200 meets == 200"),
+    (503, 200, "==", "", Status.FAIL, "observed 503 does not meet == 200"),
+    ("Lax", "None", "==", "", Status.FAIL, "observed 'Lax' does not meet == 'None'"),
+    (True, True, "==", "", Status.PASS, "observed True meets == True"),
+    (0.5, 1.0, "<=", "s", Status.PASS, "observed 0.5 s meets <= 1 s"),
+    (61.0, 60, "<=", "s", Status.FAIL, "observed 61 s does not meet <= 60 s"),
+    (None, 200, "==", "", Status.INCONCLUSIVE, "no data"),
+    (math.nan, 1.0, "<", "", Status.INCONCLUSIVE, "no data"),
+])
+def test_value_check_branches(observed: object, expected: object, comparator: str, unit: str,
+                              status: Status, detail: str) -> None:
+    check = value_check(**WHERE, observed=observed, expected=expected,  # type: ignore[arg-type]
+                        comparator=comparator, unit=unit, window="w")
+    assert (check.status, check.detail) == (status, detail)
+    assert (check.threshold, check.comparator, check.unit, check.window) == (
+        expected, comparator, unit, "w")
+    assert check.n == (0 if status is Status.INCONCLUSIVE else 1)
+
+
+def test_value_check_rejects_bad_input() -> None:
+    with pytest.raises(ValueError) as err:
+        value_check(**WHERE, observed=1, expected=1, comparator="!=")
+    assert str(err.value) == (
+        "value_check smoke.A3.x: comparator must be one of ('==', '<=', '<', '>=', '>'), got '!='")
+    with pytest.raises(ValueError) as err:
+        value_check(**WHERE, observed="abc", expected=3, comparator="<")
+    assert str(err.value) == "value_check smoke.A3.x: cannot compare 'abc' < 3"
+
+
+# ---------------------------------------------------------------- combine
+
+def _part(name: str, status: Status, tags: tuple[str, ...] = (), evidence: tuple[str, ...] = ()
+          ) -> Check:
+    return Check(id=f"smoke.A3.{name}", phase="smoke", title=name, status=status, tags=tags,
+                 evidence=evidence)
+
+
+@pytest.mark.parametrize(("statuses", "expected"), [
+    ((Status.PASS, Status.PASS), Status.PASS),
+    ((Status.PASS, Status.FAIL, Status.ERROR, Status.STOPPED, Status.BLOCKED), Status.FAIL),
+    ((Status.PASS, Status.ERROR, Status.STOPPED, Status.BLOCKED), Status.ERROR),
+    ((Status.INCONCLUSIVE, Status.STOPPED, Status.BLOCKED), Status.STOPPED),
+    ((Status.PASS, Status.INCONCLUSIVE, Status.BLOCKED), Status.BLOCKED),
+    ((Status.PASS, Status.INCONCLUSIVE, Status.SKIPPED), Status.INCONCLUSIVE),
+    ((Status.PASS, Status.SKIPPED), Status.INCONCLUSIVE),
+    ((Status.SKIPPED, Status.SKIPPED), Status.SKIPPED),
+])
+def test_combine_precedence(statuses: tuple[Status, ...], expected: Status) -> None:
+    parts = [_part(f"p{i}", s) for i, s in enumerate(statuses)]
+    for order in itertools.permutations(parts):  # the order of the parts never matters
+        assert combine("smoke.A3.live", "smoke", "live", order).status is expected
+
+
+def test_combine_precedence_constant_is_documented_order() -> None:
+    assert COMBINE_PRECEDENCE == (Status.FAIL, Status.ERROR, Status.STOPPED, Status.BLOCKED,
+                                  Status.INCONCLUSIVE)
+
+
+def test_combine_records_parts_union_and_detail() -> None:
+    parts = [
+        _part("agreement", Status.PASS, ("observability",), ("evidence/A3_health.json",)),
+        _part("p95", Status.INCONCLUSIVE, ("performance",), ("charts/A3_p95.svg",)),
+        _part("errors", Status.FAIL, ("reliability",), ("evidence/A3_health.json",)),
+    ]
+    check = combine("smoke.A3.live", "smoke", "A3 live", parts, app="A3", tags=("gate",),
+                    evidence=("reports/ecosystem_double_confirm.md",), severity="P1",
+                    window="w", detail="dual source")
+    assert check == Check(
+        id="smoke.A3.live", phase="smoke", title="A3 live", status=Status.FAIL, app="A3",
+        observed=1.0, threshold=3.0, comparator="==", unit="parts", n=3, window="w",
+        severity="P1", tags=("gate", "observability", "performance", "reliability"),
+        evidence=("reports/ecosystem_double_confirm.md", "evidence/A3_health.json",
+                  "charts/A3_p95.svg"),
+        detail="1/3 parts PASS; not passing: smoke.A3.p95 (INCONCLUSIVE), "
+               "smoke.A3.errors (FAIL); dual source")
+
+
+def test_combine_all_pass_and_empty() -> None:
+    ok = combine("c", "smoke", "t", [_part("a", Status.PASS), _part("b", Status.PASS)])
+    assert (ok.status, ok.detail, ok.observed, ok.n) == (Status.PASS, "all 2 parts PASS", 2.0, 2)
+    empty = combine("c", "smoke", "t", [])
+    assert (empty.status, empty.detail, empty.n) == (Status.INCONCLUSIVE, "no data", 0)
