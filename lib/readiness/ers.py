@@ -53,7 +53,7 @@ def write_outputs(phase: Phase, score: ReadinessScore) -> pd.DataFrame:
     run.write_json("reports/readiness_radar.json", radar_series(score))
     run.write_text("reports/readiness_rubric.md",
                    f"> {phase.params.profile_note}\n\n" + rubric_markdown(rubric(phase), score))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("Category")
 
 
 def summary(score: ReadinessScore) -> Markdown:

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from IPython.display import Markdown
 
 from readiness import aio
 from readiness.check import Check, Status
 from readiness.client import Sample
 from readiness.phase import Phase
-from readiness.report import checks_table, header, md_table
+from readiness.report import checks_frame, checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso
 from readiness.verdict import rate_check, value_check
 
@@ -61,7 +62,8 @@ def probe_endpoints(phase: Phase) -> pd.DataFrame:
                                     s, 200, tags))
     phase.record(checks)
     return pd.DataFrame([{"app": s.app, "route": s.route, "status": s.status, "error": s.error,
-                          "total_ms": round(s.total_ms, 2) if s.total_ms is not None else None} for s in samples])
+                          "total_ms": round(s.total_ms, 2) if s.total_ms is not None else None}
+                         for s in samples]).set_index(["app", "route"])
 
 
 def check_secrets(phase: Phase) -> pd.DataFrame:
@@ -74,10 +76,13 @@ def check_secrets(phase: Phase) -> pd.DataFrame:
         checks.append(value_check(
             id=f"inventory.secrets.{name}", phase=phase.name, title=f"secret {name} is configured",
             observed=present, expected=True, comparator="==", tags=("security", "inventory"),
+            evidence=("evidence/secrets_presence.json",),
             severity="P1" if required else "P3",
             detail=("set in the environment" if present else "not set in the environment") + " (value not read)"))
+    phase.run.write_json("evidence/secrets_presence.json", {"checked": "presence by name only; no value is read",
+                                                            "secrets": rows})
     phase.record(checks)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("secret")
 
 
 def _k6_binary() -> str | None:
@@ -127,10 +132,11 @@ def check_tools(phase: Phase) -> pd.DataFrame:
         ok, detail = probe()
         rows.append({"tool": tool, "usable": ok, "detail": detail})
         checks.append(value_check(id=f"inventory.tools.{tool}", phase=phase.name, title=f"{tool} is usable",
-                                  observed=ok, expected=True, comparator="==",
+                                  observed=ok, expected=True, comparator="==", evidence=("evidence/tools.json",),
                                   tags=("test_quality", "inventory"), severity="P2", detail=detail))
+    phase.run.write_json("evidence/tools.json", rows)
     phase.record(checks)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("tool")
 
 
 def check_enforcement(phase: Phase) -> pd.DataFrame:
@@ -141,6 +147,7 @@ def check_enforcement(phase: Phase) -> pd.DataFrame:
         async with phase.client() as client:
             return [await client.request(r.method, phase.params.app(r.app).url(r.path), app=r.app, route=r.path,
                                          json={"probe": "header-enforcement"}, trace=False, idempotency_key=None,
+                                         headers=phase.auth_headers(r.app),
                                          synthetic_identity=phase.synthetic_identity, keep_body=True)
                     for r in routes]
 
@@ -184,6 +191,7 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
                            "tags": dict(p.synthetic.tags)} for i in range(count)]
                 s = await client.post(a8.url("/api/telemetry/events"), app=a8.id, route="/api/telemetry/events",
                                       json={"events": events}, idempotency_key=True, keep_body=True,
+                                      headers=phase.telemetry_auth(),
                                       synthetic_identity=phase.synthetic_identity)
                 posted += count
                 if s.ok:
@@ -247,6 +255,7 @@ def go_no_go(phase: Phase) -> pd.DataFrame:
     key = recorded.get(f"inventory.secrets.{key_name}")
     key_gate = value_check(id="inventory.gate.stripe_key", phase=phase.name, title=f"{key_name} is present",
                            observed=key.observed if key else None, expected=True, comparator="==",
+                           evidence=key.evidence if key else (),
                            tags=("gate", "security"), severity="P1",
                            detail=key.detail if key else f"{key_name} is not among params secrets.names")
     parts = [base_gate, key_gate] + [c for cid, c in recorded.items()
@@ -260,14 +269,17 @@ def go_no_go(phase: Phase) -> pd.DataFrame:
                                                               if undecided else ""))
     if skipped:
         detail += f"; skipped, not counted: {', '.join(skipped)}"
+    phase.run.write_json("evidence/go_no_go.json", {"decision": "NO-GO" if failed else "GO", "detail": detail,
+                                                    "parts": [c.to_dict() for c in parts]})
     go = Check(id="inventory.gate.go", phase=phase.name, title="Phase 0 Go/No-Go gate", status=status,
                observed=len(parts) - len(failed), threshold=len(parts), comparator="==", unit="gate checks",
-               tags=("gate", "release_engineering"), severity="P0", detail=detail)
+               tags=("gate", "release_engineering"), severity="P0", detail=detail,
+               evidence=("evidence/go_no_go.json", *dict.fromkeys(e for c in parts for e in c.evidence)))
     phase.record([base_gate, key_gate, go])
-    return pd.DataFrame([{"check": c.id, "status": str(c.status), "detail": c.detail} for c in parts + [go]])
+    return checks_frame(parts + [go])
 
 
-def write_reports(phase: Phase) -> list[str]:
+def write_reports(phase: Phase) -> Markdown:
     """system_map.json and ecosystem_inventory.md from the recorded probes and checks."""
     probes = json.loads(phase.run.path(PROBES).read_text()) if phase.run.path(PROBES).exists() else []
     by_app: dict[str, dict[str, Any]] = {}
@@ -305,4 +317,4 @@ def write_reports(phase: Phase) -> list[str]:
             + "Secrets are checked by name only; no value is read, printed or stored.\n\n"
             + "## Checks\n\n" + checks_table(checks) + "\n")
     phase.run.write_text("reports/ecosystem_inventory.md", text)
-    return ["reports/system_map.json", "reports/ecosystem_inventory.md"]
+    return Markdown("Written: `reports/system_map.json`, `reports/ecosystem_inventory.md`.")

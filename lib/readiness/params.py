@@ -181,6 +181,7 @@ class Params(_Strict):
     http: HttpLimits = Field(default_factory=HttpLimits)
     sandbox: Sandbox = Field(default_factory=Sandbox)
     telemetry_app: str = "A8"
+    telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder
     phases: list[str] | None = None
 
@@ -204,6 +205,8 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
         ids = {a.id for a in self.apps}
+        if self.telemetry_key_secret and self.telemetry_key_secret not in self.secrets.names:
+            raise ValueError(f"telemetry_key_secret: {self.telemetry_key_secret!r} is not in secrets.names")
         if self.telemetry_app not in ids:
             raise ValueError(f"telemetry_app: {self.telemetry_app!r} is not one of the apps ({', '.join(sorted(ids))})")
         for i, route in enumerate(self.gate.enforcement_routes):

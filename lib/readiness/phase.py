@@ -63,6 +63,16 @@ class Phase:
         app = self.params.app(self.params.telemetry_app)
         return A8HttpSource(app.base_url, client, app.id)
 
+    def telemetry_auth(self) -> dict[str, str]:
+        """Authorization for writes to the telemetry ingest (the value stays in memory only)."""
+        name = self.params.telemetry_key_secret
+        key = os.environ.get(name) if name else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def auth_headers(self, app_id: str) -> dict[str, str]:
+        """Credentials a write to ``app_id`` needs (today: the telemetry store's ingest key)."""
+        return self.telemetry_auth() if app_id == self.params.telemetry_app else {}
+
     def record(self, checks: list[Check]) -> list[Check]:
         self.run.record_checks(self.name, checks)
         return checks

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import pandas as pd
+
 from readiness.check import Check, summarize
 
 
@@ -46,6 +48,16 @@ def checks_table(checks: Sequence[Check]) -> str:
              f"{c.comparator} {fmt_num(c.threshold, c.unit)}".strip() if c.threshold is not None else "—",
              c.n if c.n is not None else "—", c.detail) for c in checks]
     return md_table(["check", "status", "observed", "95% interval", "threshold", "n", "detail"], rows)
+
+
+def checks_frame(checks: Sequence[Check]) -> pd.DataFrame:
+    """Checks as a display table: status, value with unit, 95% interval, threshold, n."""
+    rows = [{"check": c.id, "status": str(c.status), "observed": fmt_num(c.observed, c.unit),
+             "95% interval": fmt_interval(c),
+             "threshold": f"{c.comparator} {fmt_num(c.threshold, c.unit)}".strip() if c.threshold is not None else "—",
+             "n": c.n if c.n is not None else "—", "detail": c.detail} for c in checks]
+    return pd.DataFrame(rows, columns=["check", "status", "observed", "95% interval", "threshold", "n",
+                                       "detail"]).set_index("check")
 
 
 def header(title: str, *, ecosystem: str, environment: str, run_name: str, profile_note: str) -> str:

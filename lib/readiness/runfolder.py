@@ -34,6 +34,8 @@ PARAMS_SNAPSHOT = "params.json"
 SCORE_FILE = "readiness_score.json"
 _PRODUCERS = ".producers.jsonl"
 STATUSES = ("running", "complete", "interrupted", "failed")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 ALWAYS_SECRET = ("SANDBOX_ADMIN_TOKEN",)  # the sandbox's admin token is a secret too
 
 
@@ -138,6 +140,7 @@ class RunFolder:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are meant to be shared
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 
 from readiness import aio
 from readiness.check import Check
@@ -26,7 +27,7 @@ from readiness.client import GuardedClient, Sample
 from readiness.params import App
 from readiness.phase import Phase
 from readiness.quantiles import quantile_interval
-from readiness.report import checks_table, header, md_table
+from readiness.report import checks_frame, checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
 from readiness.verdict import combine, error_rate_check, latency_check, rate_check, value_check
 
@@ -88,7 +89,7 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     out = df.groupby(["app", "kind"]).agg(n=("ok", "size"), ok=("ok", "sum"),
                                           p50_ms=("total_ms", "median"),
                                           max_ms=("total_ms", "max")).reset_index()
-    return out.round({"p50_ms": 2, "max_ms": 2})
+    return out.round({"p50_ms": 2, "max_ms": 2}).set_index(["app", "kind"])
 
 
 def load_samples(phase: Phase) -> pd.DataFrame:
@@ -145,7 +146,7 @@ def corroborate(phase: Phase) -> pd.DataFrame:
         evidence["apps"][app.id] = info
         rows.append({"app": app.id, **info})
     phase.run.write_json(METHOD_B, evidence)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("app")
 
 
 def _slices_hold(df: pd.DataFrame, app: App, phase: Phase) -> tuple[int, int, str]:
@@ -233,8 +234,7 @@ def evaluate(phase: Phase) -> pd.DataFrame:
             "method_b": b, "checks": [c.to_dict() for c in checks]})
         all_checks.extend(checks)
     phase.record(all_checks)
-    return pd.DataFrame([{"check": c.id, "status": str(c.status), "observed": c.observed, "n": c.n,
-                          "detail": c.detail} for c in all_checks if c.id.endswith((".liveness", ".p95", ".ready"))])
+    return checks_frame([c for c in all_checks if c.id.endswith((".liveness", ".p95", ".ready"))])
 
 
 def latency_frame(phase: Phase) -> pd.DataFrame:
@@ -245,7 +245,7 @@ def latency_frame(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows).astype({"ci_low_ms": float, "ci_high_ms": float})
 
 
-def write_report(phase: Phase) -> str:
+def write_report(phase: Phase) -> Markdown:
     """``reports/ecosystem_double_confirm.md``: per-app verdicts of both methods."""
     checks = phase.run.read_checks(phase.name)
     method_b = json.loads(phase.run.path(METHOD_B).read_text())
@@ -267,7 +267,9 @@ def write_report(phase: Phase) -> str:
             + md_table(["app", "health", "ready", "action", "P95", "error rate", "success", "stable",
                         "agreement", "LIVE"], rows)
             + "\n\n## All checks\n\n" + checks_table(checks) + "\n")
-    return str(phase.run.write_text("reports/ecosystem_double_confirm.md", text).relative_to(phase.run.root))
+    phase.run.write_text("reports/ecosystem_double_confirm.md", text)
+    return Markdown("Report written: `reports/ecosystem_double_confirm.md`; "
+                    "per-app evidence: `evidence/{app}_health.json`.")
 
 
 def latency_chart(phase: Phase) -> Any:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from readiness.client import GuardedClient
 
@@ -41,16 +42,23 @@ class TelemetrySource(Protocol):
 class A8HttpSource:
     """Reads the A8 query API (``/api/telemetry/events``, ``/api/telemetry/stats``)."""
 
-    def __init__(self, base_url: str, client: GuardedClient, app_id: str = "A8"):
+    def __init__(self, base_url: str, client: GuardedClient, app_id: str = "A8", page_size: int = 1000):
         self.base_url = base_url.rstrip("/")
+        self.page_size = page_size
         self.client = client
         self.app_id = app_id
 
     async def _get(self, path: str, params: dict[str, Any]) -> Any:
-        query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in params.items() if v is not None)
         sample = await self.client.get(f"{self.base_url}{path}?{query}", app=self.app_id, route=path, keep_body=True)
         if not sample.ok:
-            raise TelemetryUnavailable(f"GET {path} → {sample.status or sample.error}")
+            why = sample.error_detail or sample.error or ""
+            if sample.body:
+                try:
+                    why = str(sample.json().get("error", why))
+                except (ValueError, AttributeError):
+                    pass
+            raise TelemetryUnavailable(f"GET {path} → {sample.status or sample.error}: {why}".rstrip(": "))
         try:
             return sample.json()
         except ValueError as exc:
@@ -58,9 +66,28 @@ class A8HttpSource:
 
     async def events(self, *, since: dt.datetime, until: dt.datetime, app_id: str | None = None,
                      event_type: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        data = await self._get("/api/telemetry/events", {"since": iso(since), "until": iso(until), "app_id": app_id,
-                                                         "event_type": event_type, "limit": limit})
-        return list(data["events"] if isinstance(data, dict) else data)
+        """Pages backwards from ``until`` (the store returns the newest page first) up to ``limit``.
+
+        Events on a page boundary may come twice; they are de-duplicated on
+        (trace_id, idempotency_key). Paging stops when a page makes no progress.
+        """
+        seen: dict[tuple[Any, Any], dict[str, Any]] = {}
+        upper = until
+        for _ in range(max(1, -(-limit // self.page_size)) + 1):
+            data = await self._get("/api/telemetry/events", {"since": iso(since), "until": iso(upper),
+                                                             "app_id": app_id, "event_type": event_type,
+                                                             "limit": self.page_size})
+            page = list(data["events"] if isinstance(data, dict) else data)
+            for e in page:
+                seen.setdefault((e.get("trace_id"), e.get("idempotency_key")), e)
+            if len(page) < self.page_size or len(seen) >= limit:
+                break
+            oldest = parse_ts(page[0]["timestamp"])
+            if oldest >= upper:
+                break
+            upper = oldest
+        rows = sorted(seen.values(), key=lambda e: str(e.get("timestamp", "")))
+        return rows[-limit:]
 
     async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
         data = await self._get("/api/telemetry/stats", {"since": iso(since), "until": iso(until)})

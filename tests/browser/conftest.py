@@ -45,9 +45,13 @@ latency = pd.DataFrame({
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """The Debian Chromium, launched once per session (never a downloaded browser)."""
+    """The Debian Chromium (never a downloaded browser), launched once per module.
+
+    Module scope on purpose: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, which would break later tests that start their own loop.
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}; install the Debian package 'chromium' (make setup)")
     with sync_playwright() as playwright:

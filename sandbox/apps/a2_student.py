@@ -1,0 +1,51 @@
+"""A2 — student app: the course catalogue learners browse after signing in.
+
+A2 is where fix A of the staging runbook lives: in the "before" state the app has only
+liveness, and ``/ready`` answers 404 exactly like an unknown path. With the flag
+``a2_readiness`` ON it gains the deep readiness check every other app has; turning the
+flag OFF restores the 404 on the next request (the rollback the audit verifies).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.common.context import AppContext, AppDefinition, ctx_of
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS courses (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    level TEXT NOT NULL,
+    lessons INTEGER NOT NULL,
+    published INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+COURSES = [
+    ("course-python-101", "Python foundations", "beginner", 12, 1),
+    ("course-data-viz", "Data visualisation that tells the truth", "intermediate", 9, 1),
+    ("course-stats-ci", "Confidence intervals in practice", "intermediate", 7, 1),
+    ("course-ml-ops", "Shipping models safely", "advanced", 10, 1),
+    ("course-draft-sql", "SQL for analysts", "beginner", 8, 0),
+]
+
+
+def seed(ctx: AppContext) -> None:
+    ctx.db.seed("courses", ("id", "title", "level", "lessons", "published"), COURSES)
+
+
+def list_courses(request: Request) -> Response:
+    """Published courses only: drafts are not part of the catalogue."""
+    rows = ctx_of(request).db.query("SELECT id, title, level, lessons FROM courses WHERE published = 1 ORDER BY id")
+    courses = [dict(row) for row in rows]
+    return JSONResponse({"courses": courses, "count": len(courses)})
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/api/courses", list_courses, methods=["GET"])]
+
+
+DEFINITION = AppDefinition(app_id="A2", schema=SCHEMA, seed=seed, routes=routes, ready_flag="a2_readiness")

@@ -1,0 +1,59 @@
+"""A3 — orchestration: the autonomous runs that build pages and refresh calls to action.
+
+Its smoke action reports the state of those runs from SQLite: each run with its progress,
+counts per state, and the depth of A3's work queue (the backlog an operator would watch).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.common.context import AppContext, AppDefinition, ctx_of
+from sandbox.common.web import utc_now_iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed')),
+    progress REAL NOT NULL CHECK (progress BETWEEN 0 AND 1),
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+def seed(ctx: AppContext) -> None:
+    now = utc_now_iso()
+    ctx.db.seed(
+        "runs",
+        ("id", "kind", "state", "progress", "updated_at"),
+        [
+            ("run-0001", "page_build", "completed", 1.0, now),
+            ("run-0002", "cta_refresh", "running", 0.4, now),
+            ("run-0003", "orchestration_cycle", "queued", 0.0, now),
+        ],
+    )
+
+
+def runs_status(request: Request) -> Response:
+    ctx = ctx_of(request)
+    runs = [dict(r) for r in ctx.db.query("SELECT id, kind, state, progress, updated_at FROM runs ORDER BY id")]
+    counts = Counter(run["state"] for run in runs)
+    return JSONResponse(
+        {
+            "runs": runs,
+            "counts": {state: counts.get(state, 0) for state in ("queued", "running", "completed", "failed")},
+            "queue_depth": ctx.queue.depth(),
+        }
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/api/runs/status", runs_status, methods=["GET"])]
+
+
+DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA, seed=seed, routes=routes)

@@ -1,0 +1,81 @@
+"""A7 — marketing: public pages and the XML sitemap that lists them.
+
+Pages live in SQLite (slug, title, description, last modification, whether the sitemap
+should list them). ``/sitemap.xml`` follows the sitemaps.org 0.9 protocol: absolute
+``<loc>`` URLs on this app's own origin, ``<lastmod>`` as a W3C date. Each page is
+served at ``/<slug>``; the home page is the shared base page at ``/``.
+"""
+
+from __future__ import annotations
+
+import html
+from xml.sax.saxutils import escape
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.common.context import AppContext, AppDefinition, ctx_of
+
+SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pages (
+    slug TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    updated_on TEXT NOT NULL,  -- YYYY-MM-DD
+    in_sitemap INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+PAGES = [
+    ("pricing", "Pricing", "Plans and credit packs for learners and teams.", "2024-05-02", 1),
+    ("courses", "Courses", "Browse the course catalogue.", "2024-05-02", 1),
+    ("for-providers", "For providers", "Publish your courses to our learners.", "2024-04-18", 1),
+    ("about", "About us", "Who we are and how we teach.", "2024-03-30", 1),
+    ("thank-you", "Thank you", "Confirmation after signing up.", "2024-03-30", 0),
+]
+
+
+def seed(ctx: AppContext) -> None:
+    ctx.db.seed("pages", ("slug", "title", "description", "updated_on", "in_sitemap"), PAGES)
+
+
+def sitemap(request: Request) -> Response:
+    ctx = ctx_of(request)
+    base = ctx.config.base_url
+    rows = ctx.db.query("SELECT slug, updated_on FROM pages WHERE in_sitemap = 1 ORDER BY slug")
+    latest = max((r["updated_on"] for r in rows), default=None)
+    entries = [(f"{base}/", latest)] + [(f"{base}/{r['slug']}", r["updated_on"]) for r in rows]
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', f'<urlset xmlns="{SITEMAP_NS}">']
+    for loc, lastmod in entries:
+        modified = f"<lastmod>{escape(lastmod)}</lastmod>" if lastmod else ""
+        parts.append(f"  <url><loc>{escape(loc)}</loc>{modified}</url>")
+    parts.append("</urlset>")
+    return Response("\n".join(parts) + "\n", media_type="application/xml")
+
+
+def page(request: Request) -> Response:
+    ctx = ctx_of(request)
+    slug = request.path_params["slug"]
+    rows = ctx.db.query("SELECT title, description FROM pages WHERE slug = ?", (slug,))
+    if not rows:
+        return PlainTextResponse("Not Found", status_code=404)
+    title, description = html.escape(rows[0]["title"]), html.escape(rows[0]["description"])
+    canonical = html.escape(f"{ctx.config.base_url}/{slug}")
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<meta name="description" content="{description}"><link rel="canonical" href="{canonical}">'
+        f"</head><body><h1>{title}</h1><p>{description}</p></body></html>"
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/sitemap.xml", sitemap, methods=["GET"]),
+        Route("/{slug}", page, methods=["GET"]),
+    ]
+
+
+DEFINITION = AppDefinition(app_id="A7", schema=SCHEMA, seed=seed, routes=routes)

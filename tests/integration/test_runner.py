@@ -1,0 +1,124 @@
+"""The runner and CLI: bad input, failing notebooks, a NO-GO gate, and interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from readiness.check import Status, load_checks
+from readiness.cli import main
+from readiness.runner import run_suite
+from readiness.runfolder import run_status
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def notebook(path: Path, *lines: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('params_file: str = ""  # params\nrun_dir: str = ""  # run folder',
+                                          metadata={"tags": ["parameters"]}),
+                *(nbformat.v4.new_code_cell(src) for src in lines)]
+    nbformat.write(nb, path)
+
+
+def gate_notebook(path: Path, status: str) -> None:
+    notebook(path, "from readiness.runfolder import RunFolder\nfrom readiness.check import Check, Status\n"
+                   "run = RunFolder.open(run_dir)\n"
+                   f"run.record_checks('00_inventory', [Check(id='inventory.gate.go', phase='00_inventory', "
+                   f"title='gate', status=Status.{status}, observed=1, detail='test gate {status}')])")
+
+
+@pytest.fixture()
+def books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy(ROOT / "notebooks" / "11_readiness_score.ipynb", folder)
+    monkeypatch.setenv("READINESS_NOTEBOOKS", str(folder))
+    return folder
+
+
+def test_bad_params_exit_2_and_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "params" / "sandbox.yaml").read_text().replace("p95_ms: 120 ", "p59_ms: 120 ", 1))
+    out = tmp_path / "outputs"
+    assert main(["run", "--params", str(bad), "--out", str(out)]) == 2
+    assert "thresholds.p59_ms: unknown key" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_phase_exit_2_and_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outputs"
+    assert main(["run", "--phases", "42", "--out", str(out)]) == 2
+    assert "unknown phase '42'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_validate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--params", str(ROOT / "params" / "sandbox.yaml")]) == 0
+    assert "valid (8 apps, staging, profile quick" in capsys.readouterr().out
+
+
+def test_failing_notebook_is_kept_and_the_run_goes_on(sandbox, test_params_file: Path, books: Path,
+                                                      tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "01_smoke.ipynb", "raise RuntimeError('probe exploded')")
+    outcome = run_suite(test_params_file, outputs=tmp_path / "out", fail_on="red", echo=lambda _l: None)
+    assert [(p.phase, p.status) for p in outcome.phases] == [
+        ("00_inventory", "OK"), ("01_smoke", "ERROR"), ("11_readiness_score", "OK")]
+    assert "RuntimeError: probe exploded" in (outcome.phases[1].error or "")
+    failed = nbformat.read(outcome.run_dir / "notebooks" / "01_smoke.ipynb", as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in failed.cells for o in c.get("outputs", []))
+    assert (outcome.run_dir / "html" / "01_smoke.html").is_file()
+    checks = {c.id: c for c in load_checks(outcome.run_dir)}
+    assert checks["run.01_smoke"].status is Status.ERROR
+    assert outcome.status == "complete" and (outcome.run_dir / "readiness_score.json").is_file()
+    assert outcome.grade == "Red" and outcome.exit_code == 1  # --fail-on red is met
+
+
+def test_no_go_gate_blocks_later_phases(sandbox, test_params_file: Path, books: Path, tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "FAIL")
+    notebook(books / "01_smoke.ipynb", "raise AssertionError('must not run')")
+    outcome = run_suite(test_params_file, outputs=tmp_path / "out", echo=lambda _l: None)
+    assert [p.status for p in outcome.phases] == ["OK", "BLOCKED", "OK"]
+    assert not (outcome.run_dir / "notebooks" / "01_smoke.ipynb").exists()
+    blocked = {c.id: c for c in load_checks(outcome.run_dir)}["run.01_smoke"]
+    assert blocked.status is Status.BLOCKED and "NO-GO" in blocked.detail
+    assert outcome.exit_code == 0  # no --fail-on
+
+
+def test_ctrl_c_leaves_an_interrupted_run_without_score(sandbox, test_params_file: Path, books: Path,
+                                                        tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "01_smoke.ipynb", "import time\ntime.sleep(120)")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "readiness.cli", "run", "--params", str(test_params_file),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ})
+    seen = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "01_smoke …" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)  # let the kernel start executing the sleeping cell
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + rest
+    run_dir = next(out.iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert run_status(run_dir) == "interrupted"
+    assert not (run_dir / "readiness_score.json").exists()
+    assert (run_dir / "checks" / "00_inventory.json").is_file()  # what was written is kept
+    assert (run_dir / "manifest.json").is_file() and (run_dir / "index.html").is_file()
