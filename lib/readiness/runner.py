@@ -88,28 +88,65 @@ def _sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class _RunFolderIO:
+    """papermill I/O handler for ``runfolder://<relpath>`` output paths.
+
+    papermill saves the executing notebook after every cell; routing those saves through
+    the run folder means they are atomic and redacted like every other artifact, and a
+    killed run keeps the notebook as far as it got.
+    """
+
+    run: RunFolder | None = None
+    phase: str | None = None
+
+    @classmethod
+    def _rel(cls, path: str) -> str:
+        return path.removeprefix(_SCHEME)
+
+    @classmethod
+    def write(cls, buf: str, path: str) -> None:
+        assert cls.run is not None
+        cls.run.write_text(cls._rel(path), buf, producer=cls.phase)
+
+    @classmethod
+    def read(cls, path: str) -> str:
+        assert cls.run is not None
+        return cls.run.path(cls._rel(path)).read_text()
+
+    @classmethod
+    def listdir(cls, path: str) -> list[str]:
+        raise NotImplementedError("run folder outputs are written, not listed")
+
+    @classmethod
+    def pretty_path(cls, path: str) -> str:
+        return path
+
+
+_SCHEME = "runfolder://"
+_registered = False
+
+
 def _execute(run: RunFolder, phase: str, notebook: Path, params_file: Path) -> str | None:
     """Execute one notebook; returns an error summary or None. The output is always kept."""
     import papermill as pm
+    from papermill.iorw import papermill_io
 
-    partial = run.path(f"notebooks/.{phase}.partial.ipynb")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    error = None
+    global _registered
+    if not _registered:
+        papermill_io.register(_SCHEME, _RunFolderIO)
+        _registered = True
+    _RunFolderIO.run, _RunFolderIO.phase = run, phase
     try:
-        pm.execute_notebook(str(notebook), str(partial), kernel_name="python3", progress_bar=False,
-                            parameters={"params_file": str(params_file), "run_dir": str(run.root)},
-                            cwd=str(notebook.parent), request_save_on_cell_execute=True)
+        pm.execute_notebook(str(notebook), f"{_SCHEME}notebooks/{phase}.ipynb", kernel_name="python3",
+                            progress_bar=False, cwd=str(notebook.parent), request_save_on_cell_execute=True,
+                            parameters={"params_file": str(params_file), "run_dir": str(run.root)})
     except pm.PapermillExecutionError as exc:
-        error = f"{exc.ename}: {exc.evalue}".strip()
+        return f"{exc.ename}: {exc.evalue}".strip()
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # kernel died, bad notebook: the phase is ERROR, the run goes on
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if partial.exists():  # through the writer, so outputs are redacted and in the manifest
-            run.write_bytes(f"notebooks/{phase}.ipynb", partial.read_bytes(), producer=phase)
-            partial.unlink()
-    return error
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _blocked(run: RunFolder, phase: str, reason: str, status: Status) -> None:

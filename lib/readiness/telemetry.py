@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,10 @@ from readiness.client import GuardedClient
 
 def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
 def parse_ts(value: str) -> dt.datetime:
@@ -66,28 +71,39 @@ class A8HttpSource:
 
     async def events(self, *, since: dt.datetime, until: dt.datetime, app_id: str | None = None,
                      event_type: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Pages backwards from ``until`` (the store returns the newest page first) up to ``limit``.
+        """Every matching event in [since, until], up to ``limit``, oldest first.
 
-        Events on a page boundary may come twice; they are de-duplicated on
-        (trace_id, idempotency_key). Paging stops when a page makes no progress.
+        The store answers at most ``page_size`` events per query (the newest ones), so a
+        full page means the window holds more: it is cut in two overlapping halves until
+        each half fits. Events seen twice at a boundary are de-duplicated on
+        (trace_id, idempotency_key). More than a page of events within one millisecond
+        cannot be paged at the query's resolution: that is an error, never a silent cut.
         """
         seen: dict[tuple[Any, Any], dict[str, Any]] = {}
-        upper = until
-        for _ in range(max(1, -(-limit // self.page_size)) + 1):
-            data = await self._get("/api/telemetry/events", {"since": iso(since), "until": iso(upper),
-                                                             "app_id": app_id, "event_type": event_type,
-                                                             "limit": self.page_size})
+        lo = math.floor(since.timestamp() * 1000)
+        hi = math.ceil(until.timestamp() * 1000)
+        stack = [(lo, hi)]
+        queries = 0
+        while stack and len(seen) < limit:
+            a, b = stack.pop()
+            queries += 1
+            if queries > 10_000:
+                raise TelemetryUnavailable("telemetry query needed more than 10000 pages; narrow the window")
+            data = await self._get("/api/telemetry/events", {
+                "since": iso(_from_ms(a)), "until": iso(_from_ms(b)), "app_id": app_id,
+                "event_type": event_type, "limit": self.page_size})
             page = list(data["events"] if isinstance(data, dict) else data)
-            for e in page:
-                seen.setdefault((e.get("trace_id"), e.get("idempotency_key")), e)
-            if len(page) < self.page_size or len(seen) >= limit:
-                break
-            oldest = parse_ts(page[0]["timestamp"])
-            if oldest >= upper:
-                break
-            upper = oldest
+            if len(page) < self.page_size:
+                for e in page:
+                    seen.setdefault((e.get("trace_id"), e.get("idempotency_key")), e)
+                continue
+            if b - a <= 1:
+                raise TelemetryUnavailable(f"more than {self.page_size} events within one millisecond "
+                                           f"({iso(_from_ms(a))}); the store cannot be paged at this resolution")
+            mid = (a + b) // 2
+            stack.extend([(mid, b), (a, mid)])  # older half popped first
         rows = sorted(seen.values(), key=lambda e: str(e.get("timestamp", "")))
-        return rows[-limit:]
+        return rows[:limit]
 
     async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
         data = await self._get("/api/telemetry/stats", {"since": iso(since), "until": iso(until)})

@@ -16,8 +16,8 @@ import pytest
 
 from readiness.check import Status, load_checks
 from readiness.cli import main
-from readiness.runner import run_suite
 from readiness.runfolder import run_status
+from readiness.runner import run_suite
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,8 @@ def test_validate(capsys: pytest.CaptureFixture[str]) -> None:
 def test_failing_notebook_is_kept_and_the_run_goes_on(sandbox, test_params_file: Path, books: Path,
                                                       tmp_path: Path) -> None:
     gate_notebook(books / "00_inventory.ipynb", "PASS")
-    notebook(books / "01_smoke.ipynb", "raise RuntimeError('probe exploded')")
+    notebook(books / "01_smoke.ipynb", "import os\nprint('leaked:', os.environ['STRIPE_SECRET_KEY'])",
+             "raise RuntimeError('probe exploded')")
     outcome = run_suite(test_params_file, outputs=tmp_path / "out", fail_on="red", echo=lambda _l: None)
     assert [(p.phase, p.status) for p in outcome.phases] == [
         ("00_inventory", "OK"), ("01_smoke", "ERROR"), ("11_readiness_score", "OK")]
@@ -80,6 +81,10 @@ def test_failing_notebook_is_kept_and_the_run_goes_on(sandbox, test_params_file:
     failed = nbformat.read(outcome.run_dir / "notebooks" / "01_smoke.ipynb", as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in failed.cells for o in c.get("outputs", []))
     assert (outcome.run_dir / "html" / "01_smoke.html").is_file()
+    secret = os.environ["STRIPE_SECRET_KEY"]
+    for rel in ("notebooks/01_smoke.ipynb", "html/01_smoke.html"):
+        text = (outcome.run_dir / rel).read_text()
+        assert secret not in text and "leaked: [REDACTED:STRIPE_SECRET_KEY]" in text, rel
     checks = {c.id: c for c in load_checks(outcome.run_dir)}
     assert checks["run.01_smoke"].status is Status.ERROR
     assert outcome.status == "complete" and (outcome.run_dir / "readiness_score.json").is_file()
