@@ -17,7 +17,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -316,17 +316,21 @@ def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | N
         raise ParamsError(source, [format_validation_error(e) for e in exc.errors()]) from None
 
 
-def load_params(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Params:
-    """Read and validate a params file; :class:`ParamsError` names every bad field."""
+def read_yaml(path: str | os.PathLike[str], error: Callable[[str, list[str]], Exception]) -> Any:
+    """Parse a YAML file; unreadable or malformed files raise ``error(source, [message])``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ParamsError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
+        raise error(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ParamsError(str(p), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    return parse_params(data, str(p), env)
+        raise error(str(p), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+
+
+def load_params(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Params:
+    """Read and validate a params file; :class:`ParamsError` names every bad field."""
+    return parse_params(read_yaml(path, ParamsError), str(Path(path)), env)

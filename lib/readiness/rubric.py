@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,7 +39,7 @@ from pydantic import (
 )
 
 from readiness.check import Check
-from readiness.params import format_validation_error  # one wording for every "field.path: problem" line
+from readiness.params import format_validation_error, read_yaml  # one wording for every "field.path: problem" line
 
 LEVEL_NAMES: dict[int, str] = {0: "absent", 1: "ad hoc", 2: "basic", 3: "managed", 4: "measured", 5: "optimized"}
 MAX_LEVEL = 5
@@ -193,15 +192,4 @@ def parse_rubric(data: Any, source: str = "<rubric>") -> Rubric:
 
 def load_rubric(path: str | os.PathLike[str]) -> Rubric:
     """Read and validate a rubric file; :class:`RubricError` names every bad field."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RubricError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RubricError(str(p), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    return parse_rubric(data, str(p))
+    return parse_rubric(read_yaml(path, RubricError), str(Path(path)))

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
+
 from readiness.check import Check, Status, summarize
 from readiness.params import PHASES, Params, load_params
 from readiness.phase import default_outputs_dir, project_root
@@ -88,6 +90,19 @@ def _sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class IpcKernelManager(AsyncKernelManager):
+    """Kernels talk over Unix sockets in the user's runtime folder, not loopback TCP.
+
+    Other local users cannot connect to a Unix socket in a private folder, whereas any of
+    them can reach a loopback TCP port; it also spares every phase a warning about
+    unencrypted TCP.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("transport", "ipc")
+        super().__init__(**kwargs)
+
+
 class _RunFolderIO:
     """papermill I/O handler for ``runfolder://<relpath>`` output paths.
 
@@ -139,6 +154,8 @@ def _execute(run: RunFolder, phase: str, notebook: Path, params_file: Path) -> s
     try:
         pm.execute_notebook(str(notebook), f"{_SCHEME}notebooks/{phase}.ipynb", kernel_name="python3",
                             progress_bar=False, cwd=str(notebook.parent), request_save_on_cell_execute=True,
+                            kernel_manager_class=f"{__name__}.IpcKernelManager",
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # shutdown chatter
                             parameters={"params_file": str(params_file), "run_dir": str(run.root)})
     except pm.PapermillExecutionError as exc:
         return f"{exc.ename}: {exc.evalue}".strip()
