@@ -31,6 +31,12 @@ def write_test_params(folder: Path, **overrides: object) -> Path:
     return path
 
 
+@pytest.fixture()
+def params_factory():
+    """``write_test_params`` for tests that need their own variant of the params."""
+    return write_test_params
+
+
 @pytest.fixture(scope="session")
 def test_params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_test_params(tmp_path_factory.mktemp("params"))

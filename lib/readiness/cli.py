@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             print(found)
             return 0
-        from readiness.runner import RunnerError, run_suite
+        from readiness.runner import RunFailed, RunnerError, run_suite
 
         phases = [p.strip() for p in args.phases.split(",") if p.strip()] if args.phases else None
         try:
@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RunnerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except RunFailed as exc:
+            print(f"run failed: {exc} (run folder kept: {exc.run_dir})", file=sys.stderr)
+            return 1
         return outcome.exit_code
     except ParamsError as exc:
         print(str(exc), file=sys.stderr)

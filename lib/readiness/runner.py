@@ -36,6 +36,14 @@ class RunnerError(Exception):
     """Bad runner input (unknown phase, no notebooks); nothing has been written."""
 
 
+class RunFailed(Exception):
+    """The run itself failed (not a phase): the folder is kept with status failed."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 @dataclass
 class PhaseResult:
     phase: str
@@ -250,6 +258,10 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
     except KeyboardInterrupt:
         status = "interrupted"
         echo("interrupted: the run folder is kept with status interrupted")
+    except Exception as exc:
+        run.update_info(error=f"{type(exc).__name__}: {exc}")
+        echo(f"run failed: {exc}")
+        raise RunFailed(str(exc), run.root) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
         if started_sandbox:

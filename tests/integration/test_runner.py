@@ -127,3 +127,27 @@ def test_ctrl_c_leaves_an_interrupted_run_without_score(sandbox, test_params_fil
     assert not (run_dir / "readiness_score.json").exists()
     assert (run_dir / "checks" / "00_inventory.json").is_file()  # what was written is kept
     assert (run_dir / "manifest.json").is_file() and (run_dir / "index.html").is_file()
+
+
+def test_sandbox_port_taken_fails_the_run_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  params_factory) -> None:
+    """A port held by another program: status failed, the reason recorded, exit 1, no traceback."""
+    import socket
+
+    params_file = params_factory(tmp_path)
+    data = params_file.read_text().replace("127.0.0.1:2810", "127.0.0.1:2830")
+    params_file.write_text(data)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", 28304))
+    blocker.listen(1)
+    try:
+        assert main(["run", "--params", str(params_file), "--out", str(tmp_path / "out")]) == 1
+    finally:
+        blocker.close()
+    err = capsys.readouterr().err
+    assert "run failed: sandbox did not start: cannot start A4: port 28304 on 127.0.0.1 is already in use" in err
+    run_dir = next((tmp_path / "out").iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "port 28304" in info["error"]
+    assert not (run_dir / "readiness_score.json").exists()
