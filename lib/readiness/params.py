@@ -47,13 +47,21 @@ HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 _APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
-class ParamsError(Exception):
-    """Invalid parameters. ``errors`` holds one ``field.path: message`` line per problem."""
+class ConfigFileError(Exception):
+    """A configuration file is invalid; ``errors`` holds one ``field.path: message`` line per problem."""
+
+    what = "configuration"
 
     def __init__(self, source: str, errors: list[str]):
         self.source = source
         self.errors = errors
-        super().__init__(f"{source}: invalid parameters\n" + "\n".join(f"  - {e}" for e in errors))
+        super().__init__(f"{source}: invalid {self.what}\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class ParamsError(ConfigFileError):
+    """Invalid parameters (exit code 2, nothing written)."""
+
+    what = "parameters"
 
 
 class _Strict(BaseModel):

@@ -39,7 +39,11 @@ from pydantic import (
 )
 
 from readiness.check import Check
-from readiness.params import format_validation_error, read_yaml  # one wording for every "field.path: problem" line
+from readiness.params import (  # one wording for every "field.path: problem" line
+    ConfigFileError,
+    format_validation_error,
+    read_yaml,
+)
 
 LEVEL_NAMES: dict[int, str] = {0: "absent", 1: "ad hoc", 2: "basic", 3: "managed", 4: "measured", 5: "optimized"}
 MAX_LEVEL = 5
@@ -48,13 +52,10 @@ _GLOB = re.compile(r"^[A-Za-z0-9_.*?-]+$")
 _TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class RubricError(Exception):
-    """Invalid rubric. ``errors`` holds one ``field.path: message`` line per problem."""
+class RubricError(ConfigFileError):
+    """Invalid rubric file."""
 
-    def __init__(self, source: str, errors: list[str]):
-        self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: invalid rubric\n" + "\n".join(f"  - {e}" for e in errors))
+    what = "rubric"
 
 
 def _check_selector(value: str) -> str:
