@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from readiness.params import ParamsError, load_params
+from readiness.params import ConfigFileError, load_params
 from readiness.phase import default_outputs_dir, project_root
+from readiness.rubric import load_rubric
 from readiness.runfolder import RunFolderError, latest_complete_run
 
 
@@ -78,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             params = load_params(args.params)
+            rubric = params.rubric_path(args.params)
+            load_rubric(rubric)
             print(f"{args.params}: valid ({len(params.apps)} apps, {params.environment}, "
-                  f"profile {params.windows.profile}, digest {params.digest()[:12]})")
+                  f"profile {params.windows.profile}, digest {params.digest()[:12]}); rubric {rubric.name}: valid")
             return 0
         if args.command == "sandbox":
             return _sandbox(args.action, args.params)
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run failed: {exc} (run folder kept: {exc.run_dir})", file=sys.stderr)
             return 1
         return outcome.exit_code
-    except ParamsError as exc:
+    except ConfigFileError as exc:  # params or rubric: nothing has been written
         print(str(exc), file=sys.stderr)
         return 2
     except RunFolderError as exc:

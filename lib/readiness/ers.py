@@ -8,6 +8,7 @@ rubric, and writes ``readiness_score.json`` plus the heatmap, radar and rubric r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from typing import Any
 
@@ -18,9 +19,8 @@ from IPython.display import Markdown
 from readiness.charts import heatmap_chart, radar_chart, save_chart
 from readiness.phase import Phase
 from readiness.rubric import Rubric, load_rubric
+from readiness.runfolder import PENDING_SCORE, SCORE_FILE
 from readiness.scoring import ReadinessScore, heatmap_rows, radar_series, rubric_markdown, score_checks, top_actions
-
-SCORE_FILE = "readiness_score.json"
 
 
 def rubric(phase: Phase) -> Rubric:
@@ -28,8 +28,14 @@ def rubric(phase: Phase) -> Rubric:
 
 
 def compute(phase: Phase) -> ReadinessScore:
-    """Score every check the other phases recorded in this run."""
-    checks = [c for c in phase.run.read_checks() if c.phase != phase.name]
+    """Score every check the other phases recorded in this run.
+
+    Evidence paths that do not exist in the run folder are dropped first: the evidence
+    rule is about files a reader can open, not about names.
+    """
+    root = phase.run.root
+    checks = [dataclasses.replace(c, evidence=tuple(e for e in c.evidence if (root / e).is_file()))
+              for c in phase.run.read_checks() if c.phase != phase.name]
     return score_checks(checks, rubric(phase), owners=phase.params.owners,
                         assumptions=[phase.params.profile_note,
                                      f"Ecosystem {phase.params.ecosystem} ({phase.params.environment})."])
@@ -43,7 +49,7 @@ def _categories(score: ReadinessScore) -> list[dict[str, Any]]:
 def write_outputs(phase: Phase, score: ReadinessScore) -> pd.DataFrame:
     """readiness_score.json, readiness_heatmap.csv, readiness_radar.json, readiness_rubric.md."""
     run = phase.run
-    run.write_json(SCORE_FILE, score.to_json())
+    run.write_json(PENDING_SCORE, score.to_json())  # promoted to readiness_score.json by a complete run
     rows = heatmap_rows(score)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["Category", "Score", "Weight", "Weighted", "Grade"], lineterminator="\n")
@@ -75,6 +81,17 @@ def radar(phase: Phase, score: ReadinessScore) -> alt.LayerChart:
 
 
 def heatmap(phase: Phase, score: ReadinessScore) -> alt.HConcatChart:
-    chart = heatmap_chart(_categories(score))
+    g = score.bands
+    chart = heatmap_chart(_categories(score), bands=[(float(g.green), "Green"), (float(g.yellow), "Yellow"),
+                                                     (0.0, "Red")])
     save_chart(phase.run, "readiness_heatmap", chart)
     return chart
+
+
+def publish(phase: Phase) -> Markdown:
+    """Publish ``readiness_score.json``: by the runner at the end of a complete run, or here
+    when the notebook runs on its own in JupyterLab (that run is then complete)."""
+    if phase.run.info().get("mode") != "interactive":
+        return Markdown("`readiness_score.json` is published by the runner when the whole run completes.")
+    phase.run.finalize("complete")
+    return Markdown(f"Published `{SCORE_FILE}` in `{phase.run.root.name}` (run marked complete).")

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,13 @@ import pandas as pd
 from IPython.display import Markdown
 
 from readiness import aio
+from readiness.approvals import request_approval
 from readiness.check import Check, Status
 from readiness.client import Sample
 from readiness.phase import Phase
 from readiness.report import checks_frame, checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso
-from readiness.verdict import rate_check, value_check
+from readiness.verdict import combine, rate_check, value_check
 
 PROBES = "evidence/inventory_probes.json"
 CHROMIUM_DEFAULT = "/usr/bin/chromium"
@@ -45,18 +47,20 @@ def _status_check(phase: Phase, cid: str, title: str, sample: Sample, expected: 
 
 def probe_endpoints(phase: Phase) -> pd.DataFrame:
     """One probe of every app's base, health and ready endpoint (the system map's status)."""
+    targets = [(app, kind, path) for app in phase.params.apps
+               for kind, path in (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))]
+
     async def go() -> list[Sample]:
         async with phase.client() as client:
-            jobs = [client.get(app.url(path), app=app.id, route=path, synthetic_identity=phase.synthetic_identity)
-                    for app in phase.params.apps for path in ("/", app.health_path, app.ready_path)]
-            return list(await asyncio.gather(*jobs))
+            return list(await asyncio.gather(*(
+                client.get(app.url(path), app=app.id, route=path, synthetic_identity=phase.synthetic_identity)
+                for app, _kind, path in targets)))
 
     samples = aio.run(go())
-    phase.run.write_json(PROBES, [s.to_record() for s in samples])
+    phase.run.write_json(PROBES, [{**s.to_record(), "kind": kind} for s, (_a, kind, _p) in
+                                  zip(samples, targets, strict=True)])
     checks = []
-    for s in samples:
-        app = phase.params.app(s.app or "")
-        kind = {"/": "base", app.health_path: "health", app.ready_path: "ready"}[s.route or "/"]
+    for s, (app, kind, _path) in zip(samples, targets, strict=True):
         tags = ("reliability", "inventory") if kind != "ready" else ("reliability", "observability", "inventory")
         checks.append(_status_check(phase, f"inventory.{app.id}.{kind}", f"{app.id} {kind} endpoint answers 200",
                                     s, 200, tags))
@@ -139,9 +143,31 @@ def check_tools(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("tool")
 
 
+def route_slug(path: str) -> str:
+    """A stable id fragment for a route path: ``/api/telemetry/events`` → ``api_telemetry_events``."""
+    return "_".join(part for part in re.split(r"[^A-Za-z0-9]+", path) if part) or "root"
+
+
+def production_writes_allowed(phase: Phase, what: str, apps: tuple[str, ...]) -> str | None:
+    """None when this phase may write; otherwise the reason it may not (prod without approval)."""
+    if phase.params.environment != "prod":
+        return None
+    decision = request_approval(phase.params, phase.run, "production_write", phase=phase.name, apps=apps,
+                                detail=what)
+    return None if decision.granted else decision.reason
+
+
 def check_enforcement(phase: Phase) -> pd.DataFrame:
     """Ingest and payment routes must refuse a write without the idempotency/trace headers."""
     routes = phase.params.gate.enforcement_routes
+    ids = [f"inventory.gate.enforce_428.{r.app}.{route_slug(r.path)}" for r in routes]
+    refusal = production_writes_allowed(phase, "428 enforcement probes (synthetic, without contract headers)",
+                                        tuple(sorted({r.app for r in routes}))) if routes else None
+    if refusal:
+        phase.record([Check(id=cid, phase=phase.name, status=Status.BLOCKED, app=r.app, severity="P1",
+                            title=f"{r.app} {r.method} {r.path} answers 428 without contract headers",
+                            tags=("gate", "security"), detail=refusal) for cid, r in zip(ids, routes, strict=True)])
+        return pd.DataFrame([{"route": cid, "status": "BLOCKED", "reason": refusal} for cid in ids])
 
     async def go() -> list[Sample]:
         async with phase.client() as client:
@@ -153,18 +179,21 @@ def check_enforcement(phase: Phase) -> pd.DataFrame:
 
     samples = aio.run(go()) if routes else []
     phase.run.write_json("evidence/enforcement_probes.json", [s.to_record() for s in samples])
-    checks = [value_check(id=f"inventory.gate.enforce_428.{s.app}", phase=phase.name,
+    checks = [value_check(id=cid, phase=phase.name,
                           title=f"{s.app} {s.method} {s.route} answers 428 without X-Idempotency-Key/X-Trace-Id",
                           observed=s.status, expected=428, comparator="==", app=s.app,
                           tags=("gate", "security", "dependency_health"), severity="P1",
                           evidence=("evidence/enforcement_probes.json",),
-                          detail=f"{s.method} {s.url} without headers → {s.status or s.error}") for s in samples]
+                          detail=f"{s.method} {s.url} without headers → {s.status or s.error}")
+              for cid, s in zip(ids, samples, strict=True)]
     if not routes:
         checks.append(Check(id="inventory.gate.enforce_428", phase=phase.name, status=Status.INCONCLUSIVE,
                             title="header enforcement on ingest and payment routes", tags=("gate", "security"),
                             detail="no enforcement routes configured (params gate.enforcement_routes)"))
     phase.record(checks)
-    return pd.DataFrame([{"app": s.app, "route": s.route, "status": s.status, "expected": 428} for s in samples])
+    return pd.DataFrame([{"check": cid, "status": s.status, "expected": 428}
+                         for cid, s in zip(ids, samples, strict=True)]).set_index("check") if routes else \
+        pd.DataFrame()
 
 
 def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
@@ -175,6 +204,12 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
     per_batch = -(-n_events // batches)
     a8 = p.app(p.telemetry_app)
     run_tag = uuid.uuid4().hex[:12]
+    refusal = production_writes_allowed(phase, f"{n_events} synthetic burn-in events", (a8.id,))
+    if refusal:
+        phase.record([Check(id="inventory.gate.telemetry_acceptance", phase=phase.name, status=Status.BLOCKED,
+                            title="telemetry store accepts and keeps ≥ 99% of events over the burn-in",
+                            tags=("gate", "observability"), severity="P1", detail=refusal)])
+        return pd.DataFrame([{"status": "BLOCKED", "reason": refusal}])
 
     async def go() -> dict[str, Any]:
         async with phase.client() as client:
@@ -261,22 +296,17 @@ def go_no_go(phase: Phase) -> pd.DataFrame:
     parts = [base_gate, key_gate] + [c for cid, c in recorded.items()
                                      if cid.startswith("inventory.gate.") and cid not in
                                      ("inventory.gate.go", base_gate.id, key_gate.id)]
-    failed = [c.id for c in parts if c.status is Status.FAIL]
-    undecided = [c.id for c in parts if c.status not in (Status.PASS, Status.FAIL, Status.SKIPPED)]
+    counted = [c for c in parts if c.status is not Status.SKIPPED]
     skipped = [c.id for c in parts if c.status is Status.SKIPPED]
-    status = Status.FAIL if failed else (Status.INCONCLUSIVE if undecided else Status.PASS)
-    detail = ("NO-GO: " + ", ".join(failed)) if failed else ("GO" + (f" (undecided: {', '.join(undecided)})"
-                                                              if undecided else ""))
-    if skipped:
-        detail += f"; skipped, not counted: {', '.join(skipped)}"
-    phase.run.write_json("evidence/go_no_go.json", {"decision": "NO-GO" if failed else "GO", "detail": detail,
+    evidence = ("evidence/go_no_go.json", *dict.fromkeys(e for c in parts for e in c.evidence))
+    go = combine(id="inventory.gate.go", phase=phase.name, title="Phase 0 Go/No-Go gate", parts=counted,
+                 tags=("gate", "release_engineering"), severity="P0", evidence=evidence,
+                 detail=f"skipped, not counted: {', '.join(skipped)}" if skipped else "")
+    decision = {Status.PASS: "GO", Status.FAIL: "NO-GO"}.get(go.status, f"undecided ({go.status}): not GO")
+    phase.run.write_json("evidence/go_no_go.json", {"decision": decision, "detail": go.detail,
                                                     "parts": [c.to_dict() for c in parts]})
-    go = Check(id="inventory.gate.go", phase=phase.name, title="Phase 0 Go/No-Go gate", status=status,
-               observed=len(parts) - len(failed), threshold=len(parts), comparator="==", unit="gate checks",
-               tags=("gate", "release_engineering"), severity="P0", detail=detail,
-               evidence=("evidence/go_no_go.json", *dict.fromkeys(e for c in parts for e in c.evidence)))
     phase.record([base_gate, key_gate, go])
-    return checks_frame(parts + [go])
+    return checks_frame([*parts, go])
 
 
 def write_reports(phase: Phase) -> Markdown:
@@ -284,7 +314,7 @@ def write_reports(phase: Phase) -> Markdown:
     probes = json.loads(phase.run.path(PROBES).read_text()) if phase.run.path(PROBES).exists() else []
     by_app: dict[str, dict[str, Any]] = {}
     for rec in probes:
-        by_app.setdefault(rec["app"], {})[rec["route"]] = rec
+        by_app.setdefault(rec["app"], {})[rec["kind"]] = rec
     apps = []
     for app in phase.params.apps:
         seen = by_app.get(app.id, {})
@@ -295,10 +325,8 @@ def write_reports(phase: Phase) -> Markdown:
                        "critical": [r.model_dump() for r in app.critical_routes],
                        "mutating": [r.model_dump() for r in app.mutating_routes]},
             "slo": app.slo.model_dump(),
-            "status": {k: seen.get(path, {}).get("status") for k, path in
-                       (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))},
-            "latency_ms": {k: seen.get(path, {}).get("total_ms") for k, path in
-                           (("base", "/"), ("health", app.health_path), ("ready", app.ready_path))},
+            "status": {k: seen.get(k, {}).get("status") for k in ("base", "health", "ready")},
+            "latency_ms": {k: seen.get(k, {}).get("total_ms") for k in ("base", "health", "ready")},
         })
     system_map = {"generated_at": iso(dt.datetime.now(dt.UTC)), "ecosystem": phase.params.ecosystem,
                   "environment": phase.params.environment, "telemetry_app": phase.params.telemetry_app, "apps": apps}

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from readiness.params_sections import (
+    SANDBOX_APP_IDS,
     Approval,
     Gate,
     HttpLimits,
@@ -92,6 +93,8 @@ class Route(_Strict):
 
 
 class Slo(_Strict):
+    """Per-app SLO. Fields left out take the global ``thresholds`` (see Params._slo_defaults)."""
+
     p95_ms: float = Field(default=120, gt=0)
     error_rate_max: float = Field(default=0.01, gt=0, lt=1)
     availability: float = Field(default=0.999, gt=0, le=1)
@@ -193,6 +196,19 @@ class Params(_Strict):
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder
     phases: list[str] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _slo_defaults(cls, data: Any) -> Any:
+        """An app's SLO fields default to the global thresholds, so one edit moves them all."""
+        if not isinstance(data, dict) or not isinstance(data.get("apps"), list):
+            return data
+        t = data.get("thresholds") if isinstance(data.get("thresholds"), dict) else {}
+        # only valid numbers travel; a bad threshold is reported once, at thresholds.*
+        base = {k: v for k, v in (("p95_ms", t.get("p95_ms")), ("error_rate_max", t.get("error_rate_max")))
+                if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v and (k == "p95_ms" or v < 1)}
+        apps = [{**a, "slo": {**base, **(a.get("slo") or {})}} if isinstance(a, dict) else a for a in data["apps"]]
+        return {**data, "apps": apps}
+
     @field_validator("apps")
     @classmethod
     def _unique_apps(cls, apps: list[App]) -> list[App]:
@@ -224,7 +240,16 @@ class Params(_Strict):
             unknown = [a for a in appr.apps if a not in ids]
             if unknown:
                 raise ValueError(f"approvals[{i}].apps: unknown apps {unknown}")
+        rate = self.smoke.samples_per_app / self.windows.active.stable_window_s
+        if rate > self.http.max_qps:
+            raise ValueError(f"smoke: {self.smoke.samples_per_app} samples per app over the {self.windows.profile} "
+                             f"stable window ({self.windows.active.stable_window_s:g} s) is {rate:.2f} requests/s "
+                             f"per app, above http.max_qps ({self.http.max_qps:g})")
         if self.target == "sandbox":
+            foreign = [a.id for a in self.apps if a.id not in SANDBOX_APP_IDS]
+            if foreign:
+                raise ValueError(f"target sandbox: the sandbox serves {', '.join(SANDBOX_APP_IDS)}; "
+                                 f"no app {', '.join(foreign)}")
             remote = [a.id for a in self.apps if not is_loopback(a.host)]
             if remote:
                 raise ValueError(f"target sandbox: base_url of {', '.join(remote)} is not a loopback address")

@@ -169,7 +169,11 @@ class Stripe(_Strict):
 
 
 class HttpLimits(_Strict):
-    """Timeouts and caps of the guarded client, plus the rate ceiling for probers."""
+    """Timeouts and caps of the guarded client, plus the rate ceiling for probers.
+
+    ``max_qps`` is the most requests per second the quiet phases (inventory, smoke,
+    latency profiling) may send to one app; a phase configured above it is refused.
+    """
 
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=5.0, gt=0)
@@ -178,12 +182,27 @@ class HttpLimits(_Strict):
     max_qps: float = Field(default=2.0, gt=0)
 
 
+SANDBOX_FLAGS = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
+SANDBOX_APP_IDS = tuple(f"A{i}" for i in range(1, 9))
+
+
 class Sandbox(_Strict):
-    """Settings of the bundled reference ecosystem (used when ``target: sandbox``)."""
+    """Settings of the bundled reference ecosystem (used when ``target: sandbox``).
+
+    ``flags`` is the state every run starts from: the runner resets the sandbox's flags to
+    it and clears its fault knobs, so that an earlier session cannot leak into a verdict.
+    """
 
     state_dir: str | None = None
     startup_timeout_s: float = Field(default=10, gt=0)
-    flags: dict[str, bool] = {"a2_readiness": False, "a7_async_leads": False,
-                              "a8_banner_ttl": False, "a8_demo_mode": False}
+    flags: dict[str, bool] = dict.fromkeys(SANDBOX_FLAGS, False)
     provides_secrets: list[str] = ["STRIPE_PUBLISHABLE_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
                                    "OIDC_CLIENT_SECRET", "A8_TELEMETRY_KEY"]
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, v: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(v) - set(SANDBOX_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown sandbox flags {unknown} (known: {', '.join(SANDBOX_FLAGS)})")
+        return {**dict.fromkeys(SANDBOX_FLAGS, False), **v}

@@ -22,8 +22,6 @@ from readiness.runfolder import RunFolder
 from readiness.sandbox_control import ensure_sandbox
 from readiness.telemetry import A8HttpSource
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
 
 def project_root() -> Path:
     """The checkout holding params/ and notebooks/ (the library lives in lib/readiness)."""
@@ -57,7 +55,7 @@ class Phase:
             limits=ClientLimits(connect_timeout_s=h.connect_timeout_s, read_timeout_s=h.read_timeout_s,
                                 total_timeout_s=h.total_timeout_s, max_response_bytes=h.max_response_bytes),
             keep_alive=keep_alive,
-            allowed_hosts=LOOPBACK if self.params.target == "sandbox" else None)
+            allowed_hosts=frozenset(a.host for a in self.params.apps) if self.params.target == "sandbox" else None)
 
     def telemetry(self, client: GuardedClient) -> A8HttpSource:
         app = self.params.app(self.params.telemetry_app)
@@ -98,7 +96,11 @@ def open_phase(name: str, params_file: str, run_dir: str = "") -> Phase:
     params = load_params(path)
     if params.target == "sandbox":
         ensure_sandbox(params)
-    run = RunFolder.open(run_dir, producer=name) if run_dir else RunFolder.create(default_outputs_dir(), params, path)
+    if run_dir:
+        run = RunFolder.open(run_dir, producer=name)
+        run.reopen()  # no-op while the runner writes it; an analyst's re-run of a finished run
+    else:
+        run = RunFolder.create(default_outputs_dir(), params, path, mode="interactive")
     run.producer = name
     enable_offline_rendering()
     return Phase(name=name, params=params, params_file=path, run=run)

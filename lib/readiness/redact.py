@@ -44,6 +44,10 @@ class Redactor:
                 data = data.replace(raw, f"[REDACTED:{name}]".encode())
         return data
 
+    def found_in(self, data: bytes) -> list[str]:
+        """Names of the secrets whose value occurs in ``data``."""
+        return [name for name, value in self.secrets.items() if value.encode("utf-8") in data]
+
     def _ordered(self) -> list[tuple[str, str]]:
         # longest first, so a secret that contains another is replaced whole
         return sorted(self.secrets.items(), key=lambda kv: len(kv[1]), reverse=True)

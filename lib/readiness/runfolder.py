@@ -32,6 +32,11 @@ RUN_FILE = "run.json"
 MANIFEST = "manifest.json"
 PARAMS_SNAPSHOT = "params.json"
 SCORE_FILE = "readiness_score.json"
+PENDING_SCORE = "readiness_score.pending.json"
+INCOMPLETE_SCORE = "readiness_score.incomplete.json"
+# formats whose bytes cannot be patched in place (compressed or framed): data is redacted before
+# serialising (see write_frame), and a secret still found in the bytes is an error, not a patch
+BINARY_SUFFIXES = (".parquet", ".gz", ".zip", ".png", ".jpg", ".jpeg", ".pdf")
 _PRODUCERS = ".producers.jsonl"
 STATUSES = ("running", "complete", "interrupted", "failed")
 _UMASK = os.umask(0o022)
@@ -76,7 +81,7 @@ class RunFolder:
     # -- creation ------------------------------------------------------------------
     @classmethod
     def create(cls, outputs_dir: str | os.PathLike[str], params: Any, params_file: str | os.PathLike[str],
-               *, now: dt.datetime | None = None) -> RunFolder:
+               *, now: dt.datetime | None = None, mode: str = "runner") -> RunFolder:
         """Make ``outputs/<YYYYMMDD-HHMMSS>/`` and write ``run.json`` (status running)."""
         start = now or _now()
         outputs = Path(outputs_dir)
@@ -98,6 +103,7 @@ class RunFolder:
         run.write_json(RUN_FILE, {
             "version": library_version(),
             "status": "running",
+            "mode": mode,  # runner: `readiness run` finalizes it; interactive: a notebook session does
             "started_at": _iso(start),
             "finished_at": None,
             "pid": os.getpid(),
@@ -135,7 +141,14 @@ class RunFolder:
     def write_bytes(self, relpath: str, data: bytes, *, producer: str | None = None) -> Path:
         """Write atomically (temp file + fsync + rename) after redacting secret values."""
         target = self.path(relpath)
-        data = self.redactor.redact_bytes(data)
+        redactor = self.redactor
+        if target.suffix.lower() in BINARY_SUFFIXES:
+            leaked = redactor.found_in(data)
+            if leaked:
+                raise RunFolderError(f"could not write {relpath}: it contains the value of {', '.join(leaked)}; "
+                                     "binary artifacts must be redacted before they are serialised")
+        else:
+            data = redactor.redact_bytes(data)
         tmp_name = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +173,21 @@ class RunFolder:
     def write_json(self, relpath: str, obj: Any, *, producer: str | None = None) -> Path:
         text = json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
         return self.write_text(relpath, text + "\n", producer=producer)
+
+    def write_frame(self, relpath: str, frame: Any, *, producer: str | None = None) -> Path:
+        """A pandas DataFrame as Parquet, with secret values redacted in every text column first."""
+        import io
+
+        from pandas.api.types import is_object_dtype, is_string_dtype
+
+        redactor = self.redactor
+        clean = frame.copy()
+        for col in clean.columns:
+            if is_object_dtype(clean[col]) or is_string_dtype(clean[col]):
+                clean[col] = clean[col].map(lambda v: redactor.redact_text(v) if isinstance(v, str) else v)
+        buf = io.BytesIO()
+        clean.to_parquet(buf, index=False)
+        return self.write_bytes(relpath, buf.getvalue(), producer=producer)
 
     def _note_producer(self, relpath: str, producer: str | None) -> None:
         if producer is None or relpath == _PRODUCERS:
@@ -202,16 +230,34 @@ class RunFolder:
     def finalize(self, status: str) -> None:
         """Write the manifest and the final status.
 
-        Only a complete run keeps ``readiness_score.json``: in any other run it is renamed
-        to ``readiness_score.incomplete.json`` (kept for diagnosis, never taken as a score).
+        The score phase writes ``readiness_score.pending.json``; only a complete run
+        promotes it to ``readiness_score.json``. Any other run keeps it as
+        ``readiness_score.incomplete.json`` (for diagnosis, never taken as a score).
         """
         if status not in STATUSES[1:]:
             raise ValueError(f"final status must be one of {STATUSES[1:]}, got {status!r}")
-        score = self.root / SCORE_FILE
-        if status != "complete" and score.exists():
-            os.replace(score, self.root / "readiness_score.incomplete.json")
+        for name in (PENDING_SCORE, SCORE_FILE):
+            src = self.root / name
+            if src.exists() and not (status == "complete" and name == SCORE_FILE):
+                os.replace(src, self.root / (SCORE_FILE if status == "complete" else INCOMPLETE_SCORE))
         self.write_manifest()
         self.update_info(status=status, finished_at=_iso(_now()))
+
+    def reopen(self) -> bool:
+        """Make a finished (or abandoned) run writable again for an analyst's re-run of a phase.
+
+        The run becomes ``running`` in ``interactive`` mode under this process; its score,
+        now stale, is kept as ``readiness_score.superseded.json``. Returns False (and does
+        nothing) while the run is still being written by a live process.
+        """
+        if run_status(self.root) == "running":
+            return False
+        score = self.root / SCORE_FILE
+        if score.exists():
+            os.replace(score, self.root / "readiness_score.superseded.json")
+        self.update_info(status="running", mode="interactive", pid=os.getpid(), reopened_at=_iso(_now()),
+                         finished_at=None)
+        return True
 
     def write_manifest(self) -> Path:
         """sha256 and size of every file. ``run.json`` is left out: it is written after the

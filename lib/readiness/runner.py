@@ -24,8 +24,9 @@ from readiness.check import Check, Status, summarize
 from readiness.params import PHASES, Params, load_params
 from readiness.phase import default_outputs_dir, project_root
 from readiness.render import render_index, render_notebook
-from readiness.runfolder import SCORE_FILE, RunFolder
-from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+from readiness.rubric import load_rubric
+from readiness.runfolder import PENDING_SCORE, SCORE_FILE, RunFolder
+from readiness.sandbox_control import ensure_sandbox, reset_sandbox, stop_sandbox
 
 SCORE_PHASE = "11_readiness_score"
 GATE_PHASE = "00_inventory"
@@ -180,14 +181,22 @@ def _blocked(run: RunFolder, phase: str, reason: str, status: Status) -> None:
 
 
 def _gate_failure(run: RunFolder) -> str | None:
+    """None when the gate says GO; otherwise why later phases are blocked.
+
+    Only a PASS opens the gate: an undecided gate (INCONCLUSIVE) does not let mutating or
+    loading phases proceed on the strength of data that could not decide.
+    """
     gate = next((c for c in run.read_checks(GATE_PHASE) if c.id == GATE_CHECK), None)
     if gate is None:
         return "the Phase 0 gate was not evaluated"
-    return f"Phase 0 gate is NO-GO: {gate.detail}" if gate.status is Status.FAIL else None
+    if gate.status is Status.PASS:
+        return None
+    verdict = "NO-GO" if gate.status is Status.FAIL else f"not GO ({gate.status})"
+    return f"Phase 0 gate is {verdict}: {gate.detail}"
 
 
-def _score(run: RunFolder) -> dict[str, Any] | None:
-    path = run.path(SCORE_FILE)
+def _score(run: RunFolder, name: str = SCORE_FILE) -> dict[str, Any] | None:
+    path = run.path(name)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -198,11 +207,11 @@ def _exit_code(fail_on: str | None, grade: str | None) -> int:
     return 1 if grade is None or grade in bad else 0
 
 
-def _index(run: RunFolder, params: Params, results: list[PhaseResult]) -> None:
+def _index(run: RunFolder, params: Params, results: list[PhaseResult], score: dict[str, Any] | None) -> None:
     checks = run.read_checks()
     per_phase = {r.phase: summarize(c for c in checks if c.phase == r.phase) for r in results}
     render_index(run, title=f"Readiness audit — {params.ecosystem} ({params.environment})",
-                 phases=[asdict(r) for r in results], score=_score(run), profile_note=params.profile_note,
+                 phases=[asdict(r) for r in results], score=score, profile_note=params.profile_note,
                  checks_summary=per_phase)
 
 
@@ -213,11 +222,16 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
         raise RunnerError(f"--fail-on must be red or yellow, got {fail_on!r}")
     params_path = Path(params_file).resolve()
     params = load_params(params_path)  # ParamsError before anything is written
-    chosen = select_phases(discover(), phases or params.phases)
+    load_rubric(params.rubric_path(params_path))  # RubricError before anything is written, too
     available = discover()
+    chosen = select_phases(available, phases or params.phases)
     run = RunFolder.create(outputs or default_outputs_dir(), params, params_path)
-    echo(f"run folder: {run.root}")
-    echo(params.profile_note)
+
+    def say(line: str) -> None:  # console output is redacted like files
+        echo(run.redactor.redact_text(line))
+
+    say(f"run folder: {run.root}")
+    say(params.profile_note)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     results: list[PhaseResult] = []
     started_sandbox = False
@@ -226,12 +240,20 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
     try:
         if params.target == "sandbox":
             t0 = time.monotonic()
-            _state, started_sandbox = ensure_sandbox(params)
-            echo(f"sandbox {'started' if started_sandbox else 'already running'} ({time.monotonic() - t0:.1f} s)")
+            state, started_sandbox = ensure_sandbox(params)
+            run.write_json("evidence/sandbox_flags.json", {"flags_by_app": reset_sandbox(params, state),
+                                                            "faults": "cleared at run start"}, producer="runner")
+            say(f"sandbox {'started' if started_sandbox else 'already running, reset to its params'} "
+                 f"({time.monotonic() - t0:.1f} s)")
         blocked_reason: str | None = None
+        if GATE_PHASE not in chosen:
+            say(f"note: {GATE_PHASE} is not selected, so the Phase 0 gate is not evaluated in this run")
+            run.record_checks("run", [Check(id="run.gate", phase="run", title="Phase 0 gate evaluated in this run",
+                                            status=Status.INCONCLUSIVE, severity="P1", tags=("release_engineering",),
+                                            detail=f"{GATE_PHASE} was not among the selected phases")])
         for i, phase in enumerate(chosen, 1):
             t0 = time.monotonic()
-            echo(f"[{i}/{len(chosen)}] {phase} …")
+            say(f"[{i}/{len(chosen)}] {phase} …")
             if blocked_reason and phase != SCORE_PHASE:
                 _blocked(run, phase, blocked_reason, Status.BLOCKED)
                 result = PhaseResult(phase, "BLOCKED", 0.0, error=blocked_reason)
@@ -252,24 +274,23 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
             result.elapsed_s = round(time.monotonic() - t0, 1)
             run.set_phase(phase, **{k: v for k, v in asdict(result).items() if k != "phase"})
             results.append(result)
-            echo(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
+            say(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
                  + (f" — {result.error}" if result.error else ""))
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
-        echo("interrupted: the run folder is kept with status interrupted")
+        say("interrupted: the run folder is kept with status interrupted")
     except Exception as exc:
-        run.update_info(error=f"{type(exc).__name__}: {exc}")
-        echo(f"run failed: {exc}")
-        raise RunFailed(str(exc), run.root) from exc
+        message = run.redactor.redact_text(str(exc))
+        run.update_info(error=f"{type(exc).__name__}: {message}")
+        say(f"run failed: {message}")
+        raise RunFailed(message, run.root) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
         if started_sandbox:
             stop_sandbox(params)
         try:
-            if status != "complete" and run.path(SCORE_FILE).exists():
-                os.replace(run.path(SCORE_FILE), run.path("readiness_score.incomplete.json"))
-            _index(run, params, results)
+            _index(run, params, results, _score(run, PENDING_SCORE) if status == "complete" else None)
         finally:
             run.finalize(status)
     score = _score(run) if status == "complete" else None
@@ -277,7 +298,7 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
     outcome = RunOutcome(run.root, status, grade, score.get("overall_score") if score else None,
                          _exit_code(fail_on, grade) if status == "complete" else 130 if status == "interrupted" else 1,
                          results)
-    echo(f"run {status} in {time.monotonic() - t_run:.1f} s"
+    say(f"run {status} in {time.monotonic() - t_run:.1f} s"
          + (f" — grade {grade}, score {outcome.overall_score}" if grade else ""))
-    echo(f"report: {outcome.index}")
+    say(f"report: {outcome.index}")
     return outcome

@@ -2,9 +2,11 @@
 
 The sandbox plays the part of a real ecosystem, including its secrets: it generates
 test-only values for the secret names it provides (A8 telemetry key, Stripe test keys…)
-so that the secret-presence checks and the authenticated paths run for real. The values
-live only in the environment and in the sandbox's private state folder (mode 0600); the
-run folder redacts them like any other secret.
+so that the secret-presence checks and the authenticated paths run for real. They are
+always generated, never taken from the caller's environment (a real key must not end up
+in a sandbox), and for a sandbox target they replace any value the environment had, in
+this process only. They live in the environment and in the sandbox's private state
+folder (mode 0600); the run folder redacts them like any other secret.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
+from readiness import aio
+from readiness.client import GuardedClient, SyntheticPolicy
 from readiness.params import Params
 from sandbox import launcher
 
@@ -64,12 +69,12 @@ def ensure_sandbox(params: Params) -> tuple[launcher.SandboxState, bool]:
     folder = state_dir(params)
     current = launcher.status(folder)
     wanted = {a.id: a.base_url for a in params.apps}
-    if current is not None and dict(current.apps) == wanted:
+    if current is not None and dict(current.apps) == wanted and all(launcher.health(current).values()):
         _export(_load_secrets(folder), current.admin_token)
         return current, False
-    if current is not None:
+    if current is not None:  # other apps, or some of them died: start clean
         launcher.down(folder)
-    values = {n: os.environ.get(n) or _test_value(n) for n in params.sandbox.provides_secrets}
+    values = {n: _test_value(n) for n in params.sandbox.provides_secrets}
     _save_secrets(folder, values)
     try:
         state = launcher.up(_specs(params), folder, flags=params.sandbox.flags, env=values,
@@ -82,9 +87,35 @@ def ensure_sandbox(params: Params) -> tuple[launcher.SandboxState, bool]:
 
 
 def _export(values: dict[str, str], admin_token: str) -> None:
-    for k, v in values.items():
-        os.environ.setdefault(k, v)
+    os.environ.update(values)
     os.environ[ADMIN_TOKEN_ENV] = admin_token
+
+
+def reset_sandbox(params: Params, state: launcher.SandboxState) -> dict[str, Any]:
+    """Set every app's flags to the params' values and clear every fault knob.
+
+    A run starts from the state its params describe, whatever an earlier session left
+    switched on. Returns the flags each app reports afterwards (evidence for the run).
+    """
+    headers = {"Authorization": f"Bearer {state.admin_token}"}
+    policy = SyntheticPolicy(identities=frozenset(params.synthetic.identities.values()),
+                             tags=dict(params.synthetic.tags), env_tag="staging")
+
+    async def go() -> dict[str, Any]:
+        async with GuardedClient(environment="staging", synthetic=policy,
+                                 allowed_hosts=frozenset(a.host for a in params.apps)) as client:
+            applied: dict[str, Any] = {}
+            for app_id, url in state.apps.items():
+                cleared = await client.delete(f"{url}/admin/faults", headers=headers, app=app_id)
+                flagged = await client.put(f"{url}/admin/flags", json=dict(params.sandbox.flags), headers=headers,
+                                           app=app_id, keep_body=True)
+                if not (cleared.ok and flagged.ok):
+                    raise SandboxError(f"could not reset {app_id}: faults → {cleared.status or cleared.error}, "
+                                       f"flags → {flagged.status or flagged.error}")
+                applied[app_id] = flagged.json()
+            return applied
+
+    return aio.run(go())
 
 
 def stop_sandbox(params: Params) -> list[str]:

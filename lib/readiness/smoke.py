@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
-import io
 import json
 from typing import Any
 
@@ -22,14 +21,14 @@ import pandas as pd
 from IPython.display import Markdown
 
 from readiness import aio
-from readiness.check import Check
+from readiness.check import Check, Status
 from readiness.client import GuardedClient, Sample
 from readiness.params import App
 from readiness.phase import Phase
 from readiness.quantiles import quantile_interval
 from readiness.report import checks_frame, checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
-from readiness.verdict import combine, error_rate_check, latency_check, rate_check, value_check
+from readiness.verdict import combine, error_rate_check, latency_check, rate_check
 
 SAMPLES = "evidence/smoke_samples.parquet"
 METHOD_B = "evidence/smoke_method_b.json"
@@ -41,8 +40,14 @@ def _targets(app: App) -> list[tuple[str, str, str]]:
             ("action", app.smoke_action.method, app.smoke_action.path)]
 
 
-async def _probe_app(client: GuardedClient, app: App, n: int, window_s: float, t0: float,
-                     identity: str) -> list[tuple[str, float, Sample]]:
+async def _probe_app(phase: Phase, app: App, n: int, window_s: float, t0: float) -> list[tuple[str, float, Sample]]:
+    """One app's probes on its own client, so a slow app cannot starve the others' connections."""
+    async with phase.client() as client:
+        return await _schedule(client, app, n, window_s, t0, phase.synthetic_identity)
+
+
+async def _schedule(client: GuardedClient, app: App, n: int, window_s: float, t0: float,
+                    identity: str) -> list[tuple[str, float, Sample]]:
     loop = asyncio.get_running_loop()
     interval = window_s / n
     targets = _targets(app)
@@ -65,21 +70,17 @@ def probe_window(phase: Phase) -> pd.DataFrame:
     n, window_s = p.smoke.samples_per_app, p.windows.active.stable_window_s
 
     async def go() -> tuple[str, str, list[dict[str, Any]]]:
-        async with phase.client() as client:
-            start = dt.datetime.now(dt.UTC)
-            t0 = asyncio.get_running_loop().time() + 0.05
-            per_app = await asyncio.gather(*(_probe_app(client, app, n, window_s, t0, phase.synthetic_identity)
-                                             for app in p.apps))
-            end = dt.datetime.now(dt.UTC)
+        start = dt.datetime.now(dt.UTC)
+        t0 = asyncio.get_running_loop().time() + 0.05
+        per_app = await asyncio.gather(*(_probe_app(phase, app, n, window_s, t0) for app in p.apps))
+        end = dt.datetime.now(dt.UTC)
         rows = [{**s.to_record(), "kind": kind, "intended_offset_s": offset}
                 for results in per_app for kind, offset, s in results]
         return iso(start), iso(end), rows
 
     start, end, rows = aio.run(go())
     df = pd.DataFrame(rows)
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    phase.run.write_bytes(SAMPLES, buf.getvalue())
+    phase.run.write_frame(SAMPLES, df)
     phase.run.write_json("evidence/smoke_window.json", {"start": start, "end": end, "window_s": window_s,
                                                         "samples_per_app": n})
     return _summary(df)
@@ -149,25 +150,34 @@ def corroborate(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("app")
 
 
-def _slices_hold(df: pd.DataFrame, app: App, phase: Phase) -> tuple[int, int, str]:
+def _latencies(part: pd.DataFrame) -> np.ndarray:
+    """Latency of every probe; one that got no answer counts as +inf (a timeout is slow, not absent)."""
+    return np.where(part.status.notna(), part.total_ms.astype(float), np.inf)
+
+
+def _stable(part: pd.DataFrame, app: App, phase: Phase, common: dict[str, Any]) -> tuple[Check, list[Check]]:
+    """The window cut in slices; each slice must PASS on its own (P95 bound and success rate),
+    and no slice may FAIL its error rate. Verdicts come from :mod:`readiness.verdict`."""
     p = phase.params
     k, window_s = p.smoke.stable_slices, p.windows.active.stable_window_s
     edges = np.linspace(0, window_s, k + 1)
-    held, notes = 0, []
+    slices: list[Check] = []
     for i in range(k):
-        part = df[(df.intended_offset_s >= edges[i]) & (df.intended_offset_s < edges[i + 1] + (i == k - 1))]
-        if part.empty:
-            notes.append(f"slice {i + 1}: no samples")
-            continue
-        lat = part.total_ms.dropna()
-        p95 = float(np.percentile(lat, 95)) if len(lat) else float("inf")
-        err = float(part.is_error.mean())
-        ok = float(part.ok.mean())
-        good = p95 <= app.slo.p95_ms and err < app.slo.error_rate_max and ok >= p.thresholds.success_rate_min
-        held += good
-        if not good:
-            notes.append(f"slice {i + 1}: p95 {p95:.1f} ms, errors {err:.1%}, success {ok:.1%}")
-    return held, k, "; ".join(notes) or f"all {k} slices hold (p95, error rate, success)"
+        last = i == k - 1
+        sub = part[(part.intended_offset_s >= edges[i]) & ((part.intended_offset_s < edges[i + 1]) | last)]
+        sid = f"smoke.{app.id}.stable.s{i + 1}"
+        lat = latency_check(id=f"{sid}.p95", phase=phase.name, title="slice P95", samples_ms=_latencies(sub),
+                            threshold_ms=app.slo.p95_ms, confidence=p.thresholds.confidence)
+        ok = rate_check(id=f"{sid}.success", phase=phase.name, title="slice success", successes=int(sub.ok.sum()),
+                        n=len(sub), target=p.thresholds.success_rate_min)
+        err = error_rate_check(id=f"{sid}.errors", phase=phase.name, title="slice errors",
+                               errors=int(sub.is_error.sum()), n=len(sub), max_rate=app.slo.error_rate_max)
+        parts = [lat, ok] + ([err] if err.status is Status.FAIL else [])
+        slices.append(combine(id=sid, phase=phase.name, title=f"slice {i + 1}/{k}", parts=parts, app=app.id))
+    stable = combine(id=f"smoke.{app.id}.stable", phase=phase.name, parts=slices, severity="P2",
+                     title=f"{app.id} holds in each of {k} slices of the window", tags=("reliability",),
+                     **{key: v for key, v in common.items() if key != "phase"})
+    return stable, slices
 
 
 def _status_histogram(part: pd.DataFrame) -> str:
@@ -197,9 +207,9 @@ def evaluate(phase: Phase) -> pd.DataFrame:
                                      successes=int(sub.ok.sum()), n=len(sub), target=t.success_rate_min,
                                      tags=("reliability",), severity="P1",
                                      detail=f"GET {path}: {_status_histogram(sub)}", **common))
-        answered = part.total_ms[part.status.notna()].to_numpy(dtype=float)
+        latencies = _latencies(part)
         checks.append(latency_check(id=f"smoke.{app.id}.p95", title=f"{app.id} P95 ≤ {app.slo.p95_ms:g} ms",
-                                    samples_ms=answered, threshold_ms=app.slo.p95_ms, q=0.95,
+                                    samples_ms=latencies, threshold_ms=app.slo.p95_ms, q=0.95,
                                     confidence=t.confidence, tags=("performance", "reliability"), **common))
         checks.append(error_rate_check(id=f"smoke.{app.id}.error_rate",
                                        title=f"{app.id} error rate < {app.slo.error_rate_max:.0%}",
@@ -208,10 +218,8 @@ def evaluate(phase: Phase) -> pd.DataFrame:
         checks.append(rate_check(id=f"smoke.{app.id}.success", title=f"{app.id} probes succeed (Wilson ≥ target)",
                                  successes=int(part.ok.sum()), n=len(part), target=t.success_rate_min,
                                  tags=("reliability",), severity="P1", **common))
-        held, k, note = _slices_hold(part, app, phase)
-        checks.append(value_check(id=f"smoke.{app.id}.stable", title=f"{app.id} holds in every slice of the window",
-                                  observed=held if len(part) else None, expected=k, comparator="==", unit="slices",
-                                  tags=("reliability",), severity="P2", detail=note, **common))
+        stable, slices = _stable(part, app, phase, common)
+        checks.append(stable)
         b = method_b.get(app.id, {})
         checks.append(rate_check(id=f"smoke.{app.id}.agreement",
                                  title=f"{app.id} telemetry store corroborates the direct probes",
@@ -226,12 +234,12 @@ def evaluate(phase: Phase) -> pd.DataFrame:
                            title=f"{app.id} live by both sources over the stable window", parts=checks,
                            app=app.id, tags=("reliability",), severity="P1", window=window)
         checks.append(liveness)
-        lat = quantile_interval(answered, 0.95, t.confidence) if len(answered) else None
+        lat = quantile_interval(latencies, 0.95, t.confidence)
         phase.run.write_json(ev, {
             "app": app.id, "window": window, "profile": phase.params.profile_note,
             "method_a": {"n": len(part), "by_kind": {k: _status_histogram(part[part.kind == k]) for k in KINDS},
-                         "p95": lat.describe("ms") if lat else "no data"},
-            "method_b": b, "checks": [c.to_dict() for c in checks]})
+                         "p95": lat.describe("ms"), "unanswered_counted_as_infinite": int(part.status.isna().sum())},
+            "method_b": b, "stable_slices": [c.to_dict() for c in slices], "checks": [c.to_dict() for c in checks]})
         all_checks.extend(checks)
     phase.record(all_checks)
     return checks_frame([c for c in all_checks if c.id.endswith((".liveness", ".p95", ".ready"))])

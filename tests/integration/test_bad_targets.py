@@ -90,7 +90,8 @@ def test_smoke_against_dead_and_garbage_targets(tmp_path: Path, garbage_server: 
     for app in ("A1", "A2"):
         assert checks[f"smoke.{app}.success"].status is Status.FAIL
         assert checks[f"smoke.{app}.error_rate"].status is Status.FAIL
-        assert checks[f"smoke.{app}.p95"].status is Status.INCONCLUSIVE  # no answer, no latency
+        assert checks[f"smoke.{app}.p95"].status is Status.FAIL  # no answer counts as infinitely slow
+        assert checks[f"smoke.{app}.stable"].status is not Status.PASS
         assert checks[f"smoke.{app}.agreement"].status is Status.INCONCLUSIVE
         assert checks[f"smoke.{app}.liveness"].status is Status.FAIL
     assert "connect_error" in checks["smoke.A1.health"].detail

@@ -151,3 +151,40 @@ def test_sandbox_port_taken_fails_the_run_cleanly(tmp_path: Path, capsys: pytest
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "failed" and "port 28304" in info["error"]
     assert not (run_dir / "readiness_score.json").exists()
+
+
+def test_bad_rubric_exit_2_and_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               params_factory) -> None:
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text((ROOT / "params" / "rubric.yaml").read_text().replace("weight: 15", "weight: 14", 1))
+    params_file = params_factory(tmp_path, rubric_file=str(rubric))
+    out = tmp_path / "outputs"
+    assert main(["run", "--params", str(params_file), "--out", str(out)]) == 2
+    assert "categories: weights must sum to 100, got 99" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["validate", "--params", str(params_file)]) == 2
+
+
+def test_undecided_gate_blocks_too(sandbox, test_params_file: Path, books: Path, tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "INCONCLUSIVE")
+    notebook(books / "01_smoke.ipynb", "raise AssertionError('must not run')")
+    outcome = run_suite(test_params_file, outputs=tmp_path / "out", echo=lambda _l: None)
+    assert [p.status for p in outcome.phases] == ["OK", "BLOCKED", "OK"]
+    assert "not GO (INCONCLUSIVE)" in (outcome.phases[1].error or "")
+
+
+def test_reset_restores_flags_and_clears_faults(sandbox, test_params_file: Path) -> None:
+    import httpx
+
+    from readiness.params import load_params
+    from readiness.sandbox_control import reset_sandbox
+
+    auth = {"Authorization": f"Bearer {sandbox.admin_token}"}
+    a2 = sandbox.apps["A2"]
+    httpx.put(f"{a2}/admin/flags", json={"a2_readiness": True}, headers=auth).raise_for_status()
+    httpx.put(f"{a2}/admin/faults", json={"error_rate": {"*": 1.0}}, headers=auth).raise_for_status()
+    assert httpx.get(f"{a2}/health").status_code == 500
+    applied = reset_sandbox(load_params(test_params_file), sandbox)
+    assert applied["A2"]["a2_readiness"] is False
+    assert httpx.get(f"{a2}/health").status_code == 200
+    assert httpx.get(f"{a2}/ready").status_code == 404  # fix A is OFF again: rolled back

@@ -49,7 +49,8 @@ def test_score_has_the_seed_shape_and_adds_up(run_dir) -> None:
     assert sum(c["weight"] for c in score["categories"]) == 100
     for c in score["categories"]:
         assert set(c) == CATEGORY_KEYS
-        assert {"owner", "eta", "risk"} <= set().union(*(a.keys() for a in c["actions"])) if c["actions"] else True
+        for action in c["actions"]:
+            assert {"owner", "eta", "risk", "action"} == set(action) - {"categories"}, action
         assert Decimal(str(c["weighted"])) == (Decimal(c["score"]) / 5 * c["weight"]).quantize(Decimal("0.01"))
         if c["score"] == 0:
             assert c["gaps"], c["key"]
@@ -91,8 +92,8 @@ def test_healthy_apps_are_live_by_both_sources(checks) -> None:
 def test_gate_is_go_and_its_parts_recorded(checks) -> None:
     assert checks["inventory.gate.go"].status is Status.PASS
     assert checks["inventory.gate.stripe_price"].status is Status.SKIPPED
-    assert checks["inventory.gate.enforce_428.A8"].observed == 428
-    assert checks["inventory.gate.enforce_428.A5"].observed == 428
+    assert checks["inventory.gate.enforce_428.A8.api_telemetry_events"].observed == 428
+    assert checks["inventory.gate.enforce_428.A5.api_checkout_sessions"].observed == 428
     assert checks["inventory.gate.telemetry_acceptance"].status is Status.PASS
     assert checks["inventory.tools.k6"].status is Status.PASS
     assert checks["inventory.tools.chromium"].status is Status.PASS
@@ -101,7 +102,21 @@ def test_gate_is_go_and_its_parts_recorded(checks) -> None:
 def test_nothing_passes_without_data(checks) -> None:
     for c in checks.values():
         if c.status is Status.PASS:
-            assert c.observed is not None and (c.n is None or c.n > 0), c
+            assert c.observed is not None and c.n is not None and c.n > 0, c
+
+
+def test_stable_window_is_judged_per_slice(run_dir, checks) -> None:
+    evidence = json.loads((run_dir / "evidence" / "A3_health.json").read_text())
+    slices = evidence["stable_slices"]
+    assert len(slices) == 4 and all(s["status"] == "PASS" and s["n"] == 2 for s in slices)
+    assert checks["smoke.A3.stable"].observed == 4 and checks["smoke.A3.stable"].status is Status.PASS
+    assert checks["smoke.A2.stable"].status is Status.FAIL  # every slice has a third of its probes on /ready 404
+
+
+def test_sandbox_was_reset_to_its_params(run_dir) -> None:
+    flags = json.loads((run_dir / "evidence" / "sandbox_flags.json").read_text())["flags_by_app"]
+    assert set(flags) == {f"A{i}" for i in range(1, 9)}
+    assert all(not any(v for k, v in f.items() if k != "app_id") for f in flags.values()), flags
 
 
 def test_artifacts_of_each_phase(run_dir) -> None:

@@ -188,3 +188,35 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ParamsError) as info:
         load_params(tmp_path / "nope.yaml")
     assert info.value.errors == ["cannot read file: No such file or directory"]
+
+
+def test_global_thresholds_are_the_default_slo(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["thresholds"]["p95_ms"] = 90
+    data["thresholds"]["error_rate_max"] = 0.02
+    data["apps"][2]["slo"] = {"p95_ms": 250}
+    p = parse_params(data, "t.yaml", {})
+    assert p.app("A1").slo.p95_ms == 90 and p.app("A1").slo.error_rate_max == 0.02
+    assert p.app("A3").slo.p95_ms == 250 and p.app("A3").slo.error_rate_max == 0.02
+
+
+def test_unknown_sandbox_flag(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["sandbox"]["flags"]["a9_magic"] = True
+    assert errors_of(data) == ["sandbox.flags: unknown sandbox flags ['a9_magic'] "
+                               "(known: a2_readiness, a7_async_leads, a8_banner_ttl, a8_demo_mode)"]
+
+
+def test_sandbox_target_only_serves_its_apps(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["apps"][7]["id"] = "A9"
+    data["telemetry_app"] = "A9"
+    data["gate"]["enforcement_routes"][0]["app"] = "A9"
+    assert errors_of(data) == ["target sandbox: the sandbox serves A1, A2, A3, A4, A5, A6, A7, A8; no app A9"]
+
+
+def test_smoke_rate_above_the_ceiling_is_refused(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["http"]["max_qps"] = 2
+    assert errors_of(data) == ["smoke: 400 samples per app over the quick stable window (20 s) is 20.00 requests/s "
+                               "per app, above http.max_qps (2)"]

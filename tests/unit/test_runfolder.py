@@ -139,3 +139,51 @@ def test_latest_complete_run_skips_incomplete_and_excluded(tmp_path, params) -> 
 def test_open_requires_a_run_folder(tmp_path) -> None:
     with pytest.raises(RunFolderError, match="is not a run folder"):
         RunFolder.open(tmp_path)
+
+
+def test_pending_score_is_promoted_only_by_a_complete_run(tmp_path, params) -> None:
+    done = RunFolder.create(tmp_path / "a", params, PARAMS)
+    done.write_json("readiness_score.pending.json", {"grade": "Red"})
+    assert not done.path("readiness_score.json").exists()
+    done.finalize("complete")
+    assert json.loads(done.path("readiness_score.json").read_text()) == {"grade": "Red"}
+    assert not done.path("readiness_score.pending.json").exists()
+    cut = RunFolder.create(tmp_path / "b", params, PARAMS)
+    cut.write_json("readiness_score.pending.json", {"grade": "Red"})
+    cut.finalize("failed")
+    assert not cut.path("readiness_score.json").exists() and cut.path("readiness_score.incomplete.json").exists()
+
+
+def test_reopen_demotes_a_finished_run_and_keeps_its_old_score(run: RunFolder) -> None:
+    run.write_json("readiness_score.pending.json", {"grade": "Red"})
+    run.finalize("complete")
+    assert run.reopen() is True
+    info = run.info()
+    assert info["status"] == "running" and info["mode"] == "interactive" and info["pid"] == os.getpid()
+    assert not run.path("readiness_score.json").exists() and run.path("readiness_score.superseded.json").exists()
+    assert run.reopen() is False  # already being written by this live process
+
+
+def test_parquet_is_redacted_before_serialising(run: RunFolder, monkeypatch) -> None:
+    import pandas as pd
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_parquetsecret42")
+    frame = pd.DataFrame({"error_detail": ["boom sk_test_parquetsecret42", None], "n": [1, 2]})
+    run.write_frame("evidence/s.parquet", frame)
+    back = pd.read_parquet(run.path("evidence/s.parquet"))
+    assert back.error_detail[0] == "boom [REDACTED:STRIPE_SECRET_KEY]" and back.n.tolist() == [1, 2]
+    assert b"parquetsecret" not in run.path("evidence/s.parquet").read_bytes()
+
+
+def test_binary_artifacts_with_a_secret_are_refused_not_patched(run: RunFolder, monkeypatch) -> None:
+    monkeypatch.setenv("A8_TELEMETRY_KEY", "telemetrykey-123456")
+    with pytest.raises(RunFolderError) as info:
+        run.write_bytes("evidence/x.parquet", b"PAR1 telemetrykey-123456 PAR1")
+    assert str(info.value) == ("could not write evidence/x.parquet: it contains the value of A8_TELEMETRY_KEY; "
+                               "binary artifacts must be redacted before they are serialised")
+    assert not run.path("evidence/x.parquet").exists()
+
+
+def test_artifacts_are_readable_by_others(run: RunFolder) -> None:
+    path = run.write_text("reports/r.md", "x")
+    assert path.stat().st_mode & 0o044 == 0o044
