@@ -23,7 +23,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
@@ -33,6 +33,7 @@ from readiness.params_sections import (
     Sandbox,
     Secrets,
     Smoke,
+    StrictModel,
     Stripe,
     Synthetic,
     Thresholds,
@@ -65,11 +66,7 @@ class ParamsError(ConfigFileError):
     what = "parameters"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Route(_Strict):
+class Route(StrictModel):
     """An HTTP route of an app, named so that checks and history can refer to it."""
 
     name: str = Field(min_length=1)
@@ -92,7 +89,7 @@ class Route(_Strict):
         return v
 
 
-class Slo(_Strict):
+class Slo(StrictModel):
     """Per-app SLO. Fields left out take the global ``thresholds`` (see Params._slo_defaults)."""
 
     p95_ms: float = Field(default=120, gt=0)
@@ -100,7 +97,7 @@ class Slo(_Strict):
     availability: float = Field(default=0.999, gt=0, le=1)
 
 
-class App(_Strict):
+class App(StrictModel):
     """One service of the ecosystem (SPEC §0)."""
 
     id: str
@@ -173,7 +170,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Params(_Strict):
+class Params(StrictModel):
     """Everything SPEC names, validated. See ``params/sandbox.yaml`` for a commented example."""
 
     version: Literal[1] = 1

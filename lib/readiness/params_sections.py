@@ -22,11 +22,14 @@ RESTRICTED_ACTIONS = (
 )
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors (a typo must not fall back
+    to a default silently) and values are immutable once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Thresholds(_Strict):
+class Thresholds(StrictModel):
     """Global pass/fail thresholds (SPEC §1–§2). Per-app SLOs override ``p95_ms``."""
 
     p95_ms: float = Field(default=120, gt=0)
@@ -44,7 +47,7 @@ class Thresholds(_Strict):
     agreement_min: float = Field(default=0.95, gt=0, lt=1)
 
 
-class WindowSet(_Strict):
+class WindowSet(StrictModel):
     """Durations in seconds. All must be > 0: a zero window would make stability vacuous."""
 
     stable_window_s: float = Field(gt=0)
@@ -59,7 +62,7 @@ def _human(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-class Windows(_Strict):
+class Windows(StrictModel):
     """Time windows. ``full`` is the reference; ``quick`` compresses them for the sandbox.
 
     The quick profile exists so that the whole suite runs end to end in minutes; its
@@ -88,7 +91,7 @@ class Windows(_Strict):
                 "Verdicts hold over these short windows only; they are not evidence of stability over the full windows.")
 
 
-class Synthetic(_Strict):
+class Synthetic(StrictModel):
     """Known synthetic identities and the tags every synthetic event carries (SPEC §0)."""
 
     identities: dict[str, str] = {"student": "test_student_e2e_01", "provider": "test_provider_e2e_01"}
@@ -102,7 +105,7 @@ class Synthetic(_Strict):
         return v
 
 
-class Secrets(_Strict):
+class Secrets(StrictModel):
     """Names of secrets (environment variables). Values are never read into reports."""
 
     names: list[str] = ["STRIPE_PUBLISHABLE_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET",
@@ -125,7 +128,7 @@ class Secrets(_Strict):
         return self
 
 
-class Approval(_Strict):
+class Approval(StrictModel):
     """A human approval for a restricted action (SPEC §4), with its scope."""
 
     id: str = Field(min_length=3)
@@ -138,27 +141,27 @@ class Approval(_Strict):
     expires: dt.date | None = None
 
 
-class Smoke(_Strict):
+class Smoke(StrictModel):
     """Dual-source smoke sampling (SPEC §1 Phase 1)."""
 
     samples_per_app: int = Field(default=400, ge=1, le=100_000)
     stable_slices: int = Field(default=4, ge=2, le=60)
 
 
-class EnforcementRoute(_Strict):
+class EnforcementRoute(StrictModel):
     app: str
     method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
     path: str
 
 
-class Gate(_Strict):
+class Gate(StrictModel):
     """Phase 0 Go/No-Go gate settings."""
 
     enforcement_routes: list[EnforcementRoute] = Field(default_factory=list)
     burn_in_events: int = Field(default=400, ge=1, le=100_000)
 
 
-class Stripe(_Strict):
+class Stripe(StrictModel):
     """The micro price resolved or created in Phase 0/4."""
 
     price_id_micro_sku: str = "AUTO_RESOLVE_OR_CREATE"
@@ -168,7 +171,7 @@ class Stripe(_Strict):
     lookup_key: str = "micro_qa_charge"
 
 
-class HttpLimits(_Strict):
+class HttpLimits(StrictModel):
     """Timeouts and caps of the guarded client, plus the rate ceiling for probers.
 
     ``max_qps`` is the most requests per second the quiet phases (inventory, smoke,
@@ -186,7 +189,7 @@ SANDBOX_FLAGS = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mod
 SANDBOX_APP_IDS = tuple(f"A{i}" for i in range(1, 9))
 
 
-class Sandbox(_Strict):
+class Sandbox(StrictModel):
     """Settings of the bundled reference ecosystem (used when ``target: sandbox``).
 
     ``flags`` is the state every run starts from: the runner resets the sandbox's flags to

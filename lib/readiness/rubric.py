@@ -30,8 +30,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -44,6 +42,7 @@ from readiness.params import (  # one wording for every "field.path: problem" li
     format_validation_error,
     read_yaml,
 )
+from readiness.params_sections import StrictModel
 
 LEVEL_NAMES: dict[int, str] = {0: "absent", 1: "ad hoc", 2: "basic", 3: "managed", 4: "measured", 5: "optimized"}
 MAX_LEVEL = 5
@@ -85,11 +84,7 @@ def select(selector: str, checks: Iterable[Check]) -> list[Check]:
     return [c for c in checks if selector_matches(selector, c)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Level(_Strict):
+class Level(StrictModel):
     """One rung of a category's ladder and the evidence that reaches it."""
 
     level: int = Field(ge=1, le=MAX_LEVEL)
@@ -102,7 +97,7 @@ class Level(_Strict):
         return LEVEL_NAMES[self.level]
 
 
-class Category(_Strict):
+class Category(StrictModel):
     """A weighted readiness category with exactly the five levels 1..5, in order."""
 
     key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -123,7 +118,7 @@ class Category(_Strict):
         return list(dict.fromkeys(s for lv in self.levels for s in lv.require))
 
 
-class GradeBands(_Strict):
+class GradeBands(StrictModel):
     """Lower bounds (inclusive) of the Green and Yellow grades on the 0–100 scale."""
 
     green: float = Field(gt=0, le=100)
@@ -136,7 +131,7 @@ class GradeBands(_Strict):
         return self
 
 
-class BySeverity(_Strict):
+class BySeverity(StrictModel):
     """One value per check severity, so every action gets an ETA and a risk."""
 
     P0: str = Field(min_length=1)
@@ -152,7 +147,7 @@ class BySeverity(_Strict):
         return (self.P0, self.P1, self.P2, self.P3)
 
 
-class Rubric(_Strict):
+class Rubric(StrictModel):
     """The whole rubric; weights of all categories sum to exactly 100."""
 
     categories: tuple[Category, ...] = Field(min_length=1)
