@@ -40,50 +40,63 @@ def _targets(app: App) -> list[tuple[str, str, str]]:
             ("action", app.smoke_action.method, app.smoke_action.path)]
 
 
-async def _probe_app(phase: Phase, app: App, n: int, window_s: float, t0: float) -> list[tuple[str, float, Sample]]:
+async def _probe_app(phase: Phase, app: App, n: int, n_burn: int, window_s: float,
+                     t0: float) -> list[tuple[str, float, Sample]]:
     """One app's probes on its own client, so a slow app cannot starve the others' connections."""
     async with phase.client() as client:
-        return await _schedule(client, app, n, window_s, t0, phase.synthetic_identity)
+        return await _schedule(client, app, n, n_burn, window_s, t0, phase.synthetic_identity)
 
 
-async def _schedule(client: GuardedClient, app: App, n: int, window_s: float, t0: float,
+async def _schedule(client: GuardedClient, app: App, n: int, n_burn: int, window_s: float, t0: float,
                     identity: str) -> list[tuple[str, float, Sample]]:
+    """Probe ``n_burn`` burn-in probes, then ``n`` in the window, at one steady rate.
+
+    Offsets are relative to the start of the stable window (burn-in ones are negative).
+    """
     loop = asyncio.get_running_loop()
     interval = window_s / n
     targets = _targets(app)
     tasks: list[tuple[str, float, asyncio.Task[Sample]]] = []
-    for i in range(n):
-        intended = t0 + i * interval
+    for i in range(-n_burn, n):
+        intended = t0 + (i + n_burn) * interval
         delay = intended - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         kind, method, path = targets[i % len(targets)]
         task = asyncio.create_task(client.request(method, app.url(path), app=app.id, route=path,
                                                   synthetic_identity=identity))
-        tasks.append((kind, i * interval, task))
+        tasks.append((kind, round(i * interval, 6), task))
     return [(kind, offset, await task) for kind, offset, task in tasks]
 
 
 def probe_window(phase: Phase) -> pd.DataFrame:
-    """Method A: ``smoke.samples_per_app`` probes per app, spread evenly over the stable window."""
+    """Method A: a burn-in, then ``smoke.samples_per_app`` probes per app over the stable window.
+
+    The burn-in runs at the same rate for ``windows.burn_in_s`` first. Its probes are kept
+    as evidence (``window = burn_in``) but never judged: the first seconds measure the
+    prober's and the services' cold start (new connections, first requests), not their
+    steady state.
+    """
     p = phase.params
     n, window_s = p.smoke.samples_per_app, p.windows.active.stable_window_s
+    n_burn = round(p.windows.active.burn_in_s * n / window_s)
 
     async def go() -> tuple[str, str, list[dict[str, Any]]]:
-        start = dt.datetime.now(dt.UTC)
         t0 = asyncio.get_running_loop().time() + 0.05
-        per_app = await asyncio.gather(*(_probe_app(phase, app, n, window_s, t0) for app in p.apps))
+        stable_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.05 + n_burn * window_s / n)
+        per_app = await asyncio.gather(*(_probe_app(phase, app, n, n_burn, window_s, t0) for app in p.apps))
         end = dt.datetime.now(dt.UTC)
-        rows = [{**s.to_record(), "kind": kind, "intended_offset_s": offset}
+        rows = [{**s.to_record(), "kind": kind, "intended_offset_s": offset,
+                 "window": "burn_in" if offset < 0 else "stable"}
                 for results in per_app for kind, offset, s in results]
-        return iso(start), iso(end), rows
+        return iso(stable_start), iso(end), rows
 
     start, end, rows = aio.run(go())
     df = pd.DataFrame(rows)
     phase.run.write_frame(SAMPLES, df)
     phase.run.write_json("evidence/smoke_window.json", {"start": start, "end": end, "window_s": window_s,
-                                                        "samples_per_app": n})
-    return _summary(df)
+                                                        "samples_per_app": n, "burn_in_samples_per_app": n_burn})
+    return _summary(df[df.window == "stable"])
 
 
 def _summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +106,10 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.round({"p50_ms": 2, "max_ms": 2}).set_index(["app", "kind"])
 
 
-def load_samples(phase: Phase) -> pd.DataFrame:
-    return pd.read_parquet(phase.run.path(SAMPLES))
+def load_samples(phase: Phase, *, burn_in: bool = False) -> pd.DataFrame:
+    """The smoke probes of this run; the burn-in probes only when asked for."""
+    df = pd.read_parquet(phase.run.path(SAMPLES))
+    return df if burn_in else df[df.window == "stable"].reset_index(drop=True)
 
 
 def corroborate(phase: Phase) -> pd.DataFrame:

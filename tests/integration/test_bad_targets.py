@@ -66,6 +66,7 @@ def test_smoke_against_dead_and_garbage_targets(tmp_path: Path, garbage_server: 
     data["gate"]["enforcement_routes"] = []
     data["smoke"] = {"samples_per_app": 12, "stable_slices": 2}
     data["windows"]["quick"]["stable_window_s"] = 1
+    data["windows"]["quick"]["burn_in_s"] = 0.5
     data["thresholds"]["telemetry_arrival_s"] = 1
     data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
     params_file = tmp_path / "bad-targets.yaml"
