@@ -145,7 +145,7 @@ class Smoke(StrictModel):
     """Dual-source smoke sampling (SPEC §1 Phase 1)."""
 
     samples_per_app: int = Field(default=400, ge=1, le=100_000)
-    stable_slices: int = Field(default=4, ge=2, le=60)
+    stable_slices: int = Field(default=2, ge=2, le=60)
 
 
 class EnforcementRoute(StrictModel):

@@ -182,11 +182,22 @@ def stats(request: Request) -> Response:
     return JSONResponse(store_of(request).stats(since=since, until=until))
 
 
+TILE_REFRESH_S = 1.0
+_tile_cache: dict[str, Any] = {"at": 0.0, "body": None}
+
+
 def tiles(request: Request) -> Response:
-    """Every tile in ``tile_defs`` order; acceptance = (accepted + duplicates) / received."""
+    """Every tile in ``tile_defs`` order; acceptance = (accepted + duplicates) / received.
+
+    Like a real dashboard backend, tiles are recomputed at most once per
+    ``TILE_REFRESH_S``: each one scans a minute of events, and a page polled by many
+    viewers must not scale that scan with the number of viewers.
+    """
+    now = time.time()
+    if _tile_cache["body"] is not None and now - _tile_cache["at"] < TILE_REFRESH_S:
+        return JSONResponse(_tile_cache["body"])
     ctx = ctx_of(request)
     store = store_of(request)
-    now = time.time()
     out = []
     for d in ctx.db.query("SELECT id, title, metric, window_s FROM tile_defs ORDER BY position"):
         if d["metric"] == "acceptance":
@@ -199,7 +210,9 @@ def tiles(request: Request) -> Response:
         out.append(
             {"id": d["id"], "title": d["title"], "metric": d["metric"], "window_s": d["window_s"], "values": values}
         )
-    return JSONResponse({"generated_at": utc_now_iso(), "tiles": out})
+    body = {"generated_at": utc_now_iso(), "refresh_s": TILE_REFRESH_S, "tiles": out}
+    _tile_cache.update(at=now, body=body)
+    return JSONResponse(body)
 
 
 @require_admin
