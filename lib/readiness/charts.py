@@ -175,28 +175,60 @@ def latency_chart(df: pd.DataFrame, *, title: str = "P95 latency with 95% interv
 
 def histogram_chart(values_ms: Iterable[float], *, bins: int = 40, threshold_ms: float | None = None,
                     title: str = "Latency distribution") -> alt.LayerChart:
-    """Histogram of raw samples, binned with numpy first so the chart carries ``bins`` rows.
+    """Histogram of raw samples: binned by :func:`readiness.latency_stats.histogram` first, so
+    the chart carries ``bins`` rows whether the endpoint was probed 200 or 200,000 times."""
+    from readiness.latency_stats import histogram
 
-    The raw samples never reach the chart: an HTML report stays the same size whether the
-    endpoint was probed 200 or 200,000 times.
-    """
-    values = np.asarray([v for v in values_ms if v is not None and math.isfinite(v)], dtype=float)
-    if values.size == 0:
-        raise ValueError("histogram_chart: no finite values to chart")
     if not 1 <= bins <= MAX_CHART_ROWS:
         raise ValueError(f"histogram_chart: bins must be between 1 and {MAX_CHART_ROWS}, got {bins}")
-    counts, edges = np.histogram(values, bins=bins)
-    data = pd.DataFrame({"start_ms": edges[:-1], "end_ms": edges[1:], "count": counts})
-    bars = alt.Chart(data).mark_bar(color="#1565c0").encode(
-        x=alt.X("start_ms:Q", title="latency (ms)"), x2="end_ms:Q",
-        y=alt.Y("count:Q", title="samples"))
+    values = np.asarray([v for v in values_ms if v is not None], dtype=float)
+    if not np.isfinite(values).any():
+        raise ValueError("histogram_chart: no finite values to chart")
+    return histogram_bins_chart(histogram(values, bins=bins), threshold_ms=threshold_ms, title=title)
+
+
+def histogram_bins_chart(bins: pd.DataFrame, *, threshold_ms: float | None = None, log_scale: bool = False,
+                         title: str = "Latency distribution") -> alt.LayerChart:
+    """Bars from pre-binned counts (columns bin_low_ms, bin_high_ms, count).
+
+    A final open bin (``bin_high_ms`` = inf: requests that got no answer) cannot be drawn
+    on a latency axis; it is counted in the subtitle instead.
+    """
+    finite = bins[np.isfinite(bins.bin_high_ms)]
+    _check_rows("histogram_bins_chart", len(finite))
+    unanswered = int(bins[~np.isfinite(bins.bin_high_ms)]["count"].sum())
+    scale = alt.Scale(type="log") if log_scale else alt.Scale()
+    bars = alt.Chart(finite).mark_bar(color="#1565c0").encode(
+        x=alt.X("bin_low_ms:Q", title="latency (ms)" + (", log scale" if log_scale else ""), scale=scale),
+        x2="bin_high_ms:Q", y=alt.Y("count:Q", title="samples"))
     layers: list[alt.Chart] = [bars]
     if threshold_ms is not None:
         layers.append(alt.Chart(pd.DataFrame({"threshold_ms": [float(threshold_ms)]})).mark_rule(
             color="#c62828", strokeDash=[6, 4]).encode(x="threshold_ms:Q"))
-    return alt.layer(*layers).properties(
-        title=alt.TitleParams(title, subtitle=f"n = {values.size} samples in {bins} bins"),
-        width=460, height=220)
+    n = int(bins["count"].sum())
+    subtitle = f"n = {n} samples in {len(finite)} bins" + (f"; {unanswered} without answer" if unanswered else "")
+    return alt.layer(*layers).properties(title=alt.TitleParams(title, subtitle=subtitle), width=380, height=200)
+
+
+def ecdf_chart(curves: pd.DataFrame, *, threshold_ms: float | None = None, log_scale: bool = False,
+               title: str = "ECDF") -> alt.LayerChart:
+    """Empirical CDFs on a fixed probability grid (columns p, value_ms, series): one line each.
+
+    Infinite values (no answer) are left out of the line; the curve then stops short of 1,
+    which is exactly what it should show.
+    """
+    data = curves[np.isfinite(curves.value_ms)]
+    _check_rows("ecdf_chart", len(data))
+    scale = alt.Scale(type="log") if log_scale else alt.Scale()
+    lines = alt.Chart(data).mark_line(interpolate="step-after").encode(
+        x=alt.X("value_ms:Q", title="latency (ms)" + (", log scale" if log_scale else ""), scale=scale),
+        y=alt.Y("p:Q", title="share of requests ≤ x", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom", columns=2)))
+    layers: list[alt.Chart] = [lines]
+    if threshold_ms is not None:
+        layers.append(alt.Chart(pd.DataFrame({"threshold_ms": [float(threshold_ms)]})).mark_rule(
+            color="#c62828", strokeDash=[6, 4]).encode(x="threshold_ms:Q"))
+    return alt.layer(*layers).properties(title=title, width=380, height=200)
 
 
 def _validated_categories(what: str, categories: Sequence[Mapping[str, Any]],

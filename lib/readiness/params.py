@@ -30,6 +30,7 @@ from readiness.params_sections import (
     Approval,
     Gate,
     HttpLimits,
+    Latency,
     Sandbox,
     Secrets,
     Smoke,
@@ -73,6 +74,8 @@ class Route(StrictModel):
     method: str = "GET"
     path: str
     hot_path: bool = False
+    body: dict[str, Any] | None = None  # JSON sent when probing a mutating route (synthetic data)
+    remediation: str | None = None  # named in the report when the route misses its target
 
     @field_validator("method")
     @classmethod
@@ -184,6 +187,7 @@ class Params(StrictModel):
     secrets: Secrets = Field(default_factory=Secrets)
     approvals: list[Approval] = Field(default_factory=list)
     smoke: Smoke = Field(default_factory=Smoke)
+    latency: Latency = Field(default_factory=Latency)
     gate: Gate = Field(default_factory=Gate)
     stripe: Stripe = Field(default_factory=Stripe)
     http: HttpLimits = Field(default_factory=HttpLimits)
@@ -242,6 +246,16 @@ class Params(StrictModel):
             raise ValueError(f"smoke: {self.smoke.samples_per_app} samples per app over the {self.windows.profile} "
                              f"stable window ({self.windows.active.stable_window_s:g} s) is {rate:.2f} requests/s "
                              f"per app, above http.max_qps ({self.http.max_qps:g})")
+        if self.latency.qps > self.http.max_qps:
+            raise ValueError(f"latency.qps: {self.latency.qps:g} requests/s per endpoint is above "
+                             f"http.max_qps ({self.http.max_qps:g})")
+        for i, cmp in enumerate(self.latency.compare_flags):
+            if cmp.app not in ids:
+                raise ValueError(f"latency.compare_flags[{i}].app: unknown app {cmp.app!r}")
+            if cmp.route not in {r.name for r in self.app(cmp.app).critical_routes}:
+                raise ValueError(f"latency.compare_flags[{i}].route: {cmp.route!r} is not a critical route of {cmp.app}")
+        if self.latency.compare_flags and self.target != "sandbox":
+            raise ValueError("latency.compare_flags: flags can only be switched on the bundled sandbox")
         if self.target == "sandbox":
             foreign = [a.id for a in self.apps if a.id not in SANDBOX_APP_IDS]
             if foreign:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+SANDBOX_FLAGS = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
+SANDBOX_APP_IDS = tuple(f"A{i}" for i in range(1, 9))
 RESTRICTED_ACTIONS = (
     "load_over_60_vus",
     "fault_injection_503",
@@ -148,6 +150,32 @@ class Smoke(StrictModel):
     stable_slices: int = Field(default=2, ge=2, le=60)
 
 
+class FlagComparison(StrictModel):
+    """A route profiled with a sandbox flag OFF (the run's state), then ON, then OFF again."""
+
+    flag: str
+    app: str
+    route: str  # the name of one of the app's critical routes
+
+    @field_validator("flag")
+    @classmethod
+    def _flag(cls, v: str) -> str:
+        if v not in SANDBOX_FLAGS:
+            raise ValueError(f"unknown sandbox flag {v!r} (known: {', '.join(SANDBOX_FLAGS)})")
+        return v
+
+
+class Latency(StrictModel):
+    """Latency profiling (SPEC §2 staging validation): >= 200 samples per critical endpoint."""
+
+    samples_per_endpoint: int = Field(default=200, ge=1, le=1_000_000)
+    qps: float = Field(default=2.0, gt=0)  # per endpoint; at most http.max_qps
+    modes: list[Literal["warm", "cold"]] = Field(default_factory=lambda: ["warm", "cold"], min_length=1)
+    rollback_samples: int = Field(default=60, ge=1, le=100_000)
+    histogram_bins: int = Field(default=50, ge=5, le=200)
+    compare_flags: list[FlagComparison] = Field(default_factory=list)
+
+
 class EnforcementRoute(StrictModel):
     app: str
     method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -185,8 +213,6 @@ class HttpLimits(StrictModel):
     max_qps: float = Field(default=2.0, gt=0)
 
 
-SANDBOX_FLAGS = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
-SANDBOX_APP_IDS = tuple(f"A{i}" for i in range(1, 9))
 
 
 class Sandbox(StrictModel):

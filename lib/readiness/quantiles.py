@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Literal
 
@@ -45,7 +45,8 @@ Sided = Literal["two", "upper", "lower"]
 SIDES: tuple[str, ...] = ("two", "upper", "lower")
 
 
-def _validate(q: float, confidence: float, sided: str) -> None:
+def validate_quantile_args(q: float, confidence: float, sided: str) -> None:
+    """Raise ValueError naming the first argument outside its domain."""
     if not (isinstance(q, Real) and 0.0 < q < 1.0):
         raise ValueError(f"q must be strictly between 0 and 1, got {q!r}")
     if not (isinstance(confidence, Real) and 0.0 < confidence < 1.0):
@@ -103,7 +104,7 @@ def order_statistic_ranks(
     ``"two"`` returns both, each tail at (1 - confidence) / 2. A None inside a requested
     position means n is too small for that bound to exist at this confidence.
     """
-    _validate(q, confidence, sided)
+    validate_quantile_args(q, confidence, sided)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     n = int(n)
@@ -128,7 +129,7 @@ def min_n_for_bound(q: float, confidence: float = 0.95, sided: Sided = "upper") 
     land a hair off an integer, so the result is settled against
     :func:`order_statistic_ranks`, which is what the intervals actually use.
     """
-    _validate(q, confidence, sided)
+    validate_quantile_args(q, confidence, sided)
     alpha = _alpha_per_tail(confidence, sided)
     need_upper = math.ceil(math.log(alpha) / math.log(q))
     need_lower = math.ceil(math.log(alpha) / math.log1p(-q))
@@ -157,8 +158,38 @@ def format_number(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _nearest_rank(n: int, q: float) -> int:
-    """ceil(n*q) with the product rounded first, so that 100 * 0.07 = 7.000000000000001
+def format_percent(x: float, versus: float | None = None) -> str:
+    """A proportion as a percentage with up to two decimals, or more when two decimals
+    would make a bound print equal to the threshold it differs from (``0.998%`` rather
+    than ``1% < 1%``)."""
+    for decimals in range(2, 9):
+        text = f"{x * 100:.{decimals}f}"
+        if versus is None or x == versus or text != f"{versus * 100:.{decimals}f}":
+            break
+    return f"{text.rstrip('0').rstrip('.')}%"
+
+
+def format_ratio(x: float) -> str:
+    """Three significant digits (``1.05``, ``0.912``, ``12.5``): a ratio near 1 needs
+    them, one decimal would print 1.05 and 1.14 alike."""
+    return f"{x:.3g}"
+
+
+def format_against(x: float, versus: float, fmt: Callable[[float], str] = format_number) -> str:
+    """``x`` printed with ``fmt``, with extra decimals when rounding would hide that it
+    differs from the threshold it is compared with (``120.04 ms > 120 ms``, not ``120 ms > 120 ms``)."""
+    text = fmt(x)
+    if x != versus and text == fmt(versus):
+        for decimals in range(2, 9):
+            text = f"{x:.{decimals}f}"
+            if text != f"{versus:.{decimals}f}":
+                break
+    return text
+
+
+def nearest_rank(n: int, q: float) -> int:
+    """1-based rank of the nearest-rank estimate of the q-quantile among n samples:
+    ceil(n*q) with the product rounded first, so that 100 * 0.07 = 7.000000000000001
     gives rank 7, not 8."""
     return max(1, math.ceil(round(n * q, 9)))
 
@@ -229,7 +260,7 @@ def quantile_interval(
     sided: Sided = "two",
 ) -> QuantileInterval:
     """Nearest-rank estimate of the q-quantile with its order-statistic bound(s)."""
-    _validate(q, confidence, sided)
+    validate_quantile_args(q, confidence, sided)
     q, confidence = float(q), float(confidence)
     data, dropped = clean_samples(samples)
     n = int(data.size)
@@ -242,7 +273,7 @@ def quantile_interval(
     return QuantileInterval(
         q=q,
         n=n,
-        estimate=float(data[_nearest_rank(n, q) - 1]),
+        estimate=float(data[nearest_rank(n, q) - 1]),
         low=float(data[low_rank - 1]) if low_rank is not None else None,
         high=float(data[high_rank - 1]) if high_rank is not None else None,
         confidence=confidence,

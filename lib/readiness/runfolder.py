@@ -307,8 +307,12 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def latest_complete_run(outputs_dir: str | os.PathLike[str], *, exclude: str | os.PathLike[str] | None = None,
-                        ecosystem: str | None = None) -> Path | None:
-    """The newest complete run under ``outputs_dir`` (baselines), skipping ``exclude``."""
+                        ecosystem: str | None = None, phase_ok: str | None = None) -> Path | None:
+    """The newest complete run under ``outputs_dir`` (baselines), skipping ``exclude``.
+
+    ``phase_ok`` also requires that phase to have run without error in it: a complete run
+    whose latency phase failed is no baseline for latency.
+    """
     outputs = Path(outputs_dir)
     if not outputs.is_dir():
         return None
@@ -318,11 +322,13 @@ def latest_complete_run(outputs_dir: str | os.PathLike[str], *, exclude: str | o
             continue
         if run_status(d) != "complete":
             continue
-        if ecosystem is not None:
-            try:
-                if json.loads((d / RUN_FILE).read_text()).get("ecosystem") != ecosystem:
-                    continue
-            except (OSError, ValueError):
-                continue
+        try:
+            info = json.loads((d / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if ecosystem is not None and info.get("ecosystem") != ecosystem:
+            continue
+        if phase_ok is not None and (info.get("phases") or {}).get(phase_ok, {}).get("status") != "OK":
+            continue
         return d
     return None

@@ -48,7 +48,7 @@ class RunFailed(Exception):
 @dataclass
 class PhaseResult:
     phase: str
-    status: str  # OK | ERROR | BLOCKED
+    status: str  # OK | ERROR | BLOCKED | STOPPED
     elapsed_s: float
     notebook: str | None = None
     html: str | None = None
@@ -195,6 +195,12 @@ def _gate_failure(run: RunFolder) -> str | None:
     return f"Phase 0 gate is {verdict}: {gate.detail}"
 
 
+def _stop_condition(run: RunFolder) -> str | None:
+    """A stop condition marked by an earlier phase (SPEC §4): later phases do not run."""
+    stops = run.info().get("stop_conditions") or []
+    return "stop condition: " + "; ".join(f"{s['phase']}: {s['reason']}" for s in stops) if stops else None
+
+
 def _score(run: RunFolder, name: str = SCORE_FILE) -> dict[str, Any] | None:
     path = run.path(name)
     return json.loads(path.read_text()) if path.exists() else None
@@ -254,7 +260,11 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
         for i, phase in enumerate(chosen, 1):
             t0 = time.monotonic()
             say(f"[{i}/{len(chosen)}] {phase} …")
-            if blocked_reason and phase != SCORE_PHASE:
+            stopped = _stop_condition(run)
+            if stopped and phase != SCORE_PHASE:
+                _blocked(run, phase, stopped, Status.STOPPED)
+                result = PhaseResult(phase, "STOPPED", 0.0, error=stopped)
+            elif blocked_reason and phase != SCORE_PHASE:
                 _blocked(run, phase, blocked_reason, Status.BLOCKED)
                 result = PhaseResult(phase, "BLOCKED", 0.0, error=blocked_reason)
             else:

@@ -91,6 +91,33 @@ def _export(values: dict[str, str], admin_token: str) -> None:
     os.environ[ADMIN_TOKEN_ENV] = admin_token
 
 
+def _admin_client(params: Params) -> GuardedClient:
+    policy = SyntheticPolicy(identities=frozenset(params.synthetic.identities.values()),
+                             tags=dict(params.synthetic.tags), env_tag="staging")
+    return GuardedClient(environment="staging", synthetic=policy,
+                         allowed_hosts=frozenset(a.host for a in params.apps))
+
+
+def set_flag(params: Params, app_id: str, flag: str, value: bool) -> dict[str, bool]:
+    """Switch one sandbox flag on one app (admin API); returns the app's flags afterwards."""
+    if params.target != "sandbox":
+        raise SandboxError("flags can only be switched on the bundled sandbox")
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    if not token:
+        raise SandboxError(f"{ADMIN_TOKEN_ENV} is not set: is the sandbox running (readiness sandbox up)?")
+    url = params.app(app_id).url("/admin/flags")
+
+    async def go() -> dict[str, bool]:
+        async with _admin_client(params) as client:
+            sample = await client.put(url, json={flag: value}, headers={"Authorization": f"Bearer {token}"},
+                                      app=app_id, keep_body=True)
+        if not sample.ok:
+            raise SandboxError(f"could not set {flag}={value} on {app_id}: {sample.status or sample.error}")
+        return dict(sample.json())
+
+    return aio.run(go())
+
+
 def reset_sandbox(params: Params, state: launcher.SandboxState) -> dict[str, Any]:
     """Set every app's flags to the params' values and clear every fault knob.
 
@@ -98,12 +125,9 @@ def reset_sandbox(params: Params, state: launcher.SandboxState) -> dict[str, Any
     switched on. Returns the flags each app reports afterwards (evidence for the run).
     """
     headers = {"Authorization": f"Bearer {state.admin_token}"}
-    policy = SyntheticPolicy(identities=frozenset(params.synthetic.identities.values()),
-                             tags=dict(params.synthetic.tags), env_tag="staging")
 
     async def go() -> dict[str, Any]:
-        async with GuardedClient(environment="staging", synthetic=policy,
-                                 allowed_hosts=frozenset(a.host for a in params.apps)) as client:
+        async with _admin_client(params) as client:
             applied: dict[str, Any] = {}
             for app_id, url in state.apps.items():
                 cleared = await client.delete(f"{url}/admin/faults", headers=headers, app=app_id)

@@ -14,6 +14,8 @@ helps the sample size that would decide it.
 - Latency percentiles use the distribution-free order-statistic bounds of
   :mod:`readiness.quantiles`: one-sided bounds decide (an SLO is one-sided), the
   two-sided interval is recorded for the reader.
+- Before/after comparisons of a percentile decide on the whole interval of
+  :func:`readiness.latency_stats.quantile_difference` (coverage >= c for any distribution).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
 from readiness.check import Check, Status
+from readiness.latency_stats import Samples, quantile_difference
 from readiness.quantiles import (
+    format_against,
     format_number,
+    format_percent,
+    format_ratio,
     min_n_for_bound,
     quantile_interval,
     quantile_label,
@@ -118,29 +124,6 @@ def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
                    lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
 
 
-def _pct(x: float, versus: float | None = None) -> str:
-    """A proportion as a percentage with up to two decimals, or more when two decimals
-    would make a bound print equal to the threshold it differs from (``0.998%`` rather
-    than ``1% < 1%``)."""
-    for decimals in range(2, 9):
-        text = f"{x * 100:.{decimals}f}"
-        if versus is None or x == versus or text != f"{versus * 100:.{decimals}f}":
-            break
-    return f"{text.rstrip('0').rstrip('.')}%"
-
-
-def _ms(x: float, versus: float) -> str:
-    """A latency in ms, with extra decimals when rounding would hide that it differs
-    from the threshold it is compared with."""
-    text = format_number(x)
-    if x != versus and text == format_number(versus):
-        for decimals in range(2, 9):
-            text = f"{x:.{decimals}f}"
-            if text != f"{versus:.{decimals}f}":
-                break
-    return text
-
-
 def _join(computed: str, extra: str) -> str:
     return f"{computed}; {extra}" if extra else computed
 
@@ -165,10 +148,10 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     if n == 0:
         return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **common)
     low, high = wilson_interval(count, n, confidence)
-    conf, word, limit = _pct(confidence), "target" if higher_is_better else "max", _pct(threshold)
+    conf, word, limit = format_percent(confidence), "target" if higher_is_better else "max", format_percent(threshold)
 
     def bound(side: str, value: float, op: str) -> str:
-        return f"Wilson {conf} {side} bound {_pct(value, threshold)} {op} {word} {limit}"
+        return f"Wilson {conf} {side} bound {format_percent(value, threshold)} {op} {word} {limit}"
 
     if higher_is_better:
         passed, failed = low >= threshold, high < threshold
@@ -183,7 +166,7 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
         status, text = Status.FAIL, f"{fail_text} {record}"
     else:
         status = Status.INCONCLUSIVE
-        interval = f"[{_pct(low, threshold)}, {_pct(high, threshold)}]"
+        interval = f"[{format_percent(low, threshold)}, {format_percent(high, threshold)}]"
         text = f"Wilson {conf} interval {interval} straddles {word} {limit} {record}"
         needed = (min_n_for_rate(threshold, confidence) if higher_is_better
                   else min_n_for_error_rate(threshold, confidence))
@@ -243,22 +226,86 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
         return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA + dropped, detail), **common)
     upper = quantile_interval(samples_ms, q, confidence, "upper").high
     lower = quantile_interval(samples_ms, q, confidence, "lower").low
-    conf, thr = _pct(confidence), f"{format_number(threshold_ms)} ms"
+    conf, thr = format_percent(confidence), f"{format_number(threshold_ms)} ms"
     if upper is not None and upper <= threshold_ms:
-        status, text = Status.PASS, f"{conf} upper bound {_ms(upper, threshold_ms)} ms <= {thr}"
+        status, text = Status.PASS, f"{conf} upper bound {format_against(upper, threshold_ms)} ms <= {thr}"
     elif lower is not None and lower > threshold_ms:
-        status, text = Status.FAIL, f"{conf} lower bound {_ms(lower, threshold_ms)} ms > {thr}"
+        status, text = Status.FAIL, f"{conf} lower bound {format_against(lower, threshold_ms)} ms > {thr}"
     else:
         status = Status.INCONCLUSIVE
         upper_part = (f"{conf} upper bound needs n ≥ {min_n_for_bound(q, confidence, 'upper')}"
-                      if upper is None else f"{conf} upper bound {_ms(upper, threshold_ms)} ms > {thr}")
+                      if upper is None else f"{conf} upper bound {format_against(upper, threshold_ms)} ms > {thr}")
         lower_part = (f"{conf} lower bound needs n ≥ {min_n_for_bound(q, confidence, 'lower')}"
-                      if lower is None else f"{conf} lower bound {_ms(lower, threshold_ms)} ms <= {thr}")
+                      if lower is None else f"{conf} lower bound {format_against(lower, threshold_ms)} ms <= {thr}")
         text = f"{upper_part}; {lower_part}"
     text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
     return Check(status=status, observed=two.estimate,
                  ci_low=two.low if two.exists else None, ci_high=two.high if two.exists else None,
                  detail=_join(text, detail), **common)
+
+
+def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
+                fields: dict[str, Any], detail: str, *, ratio: bool, limit: float,
+                endings: dict[Status, str]) -> Check:
+    """The before/after rule: PASS when the whole interval (of the ratio, or of the
+    difference in ms) meets ``limit`` (``<=`` for a ratio, ``<`` for a difference), FAIL
+    when it lies wholly above it, INCONCLUSIVE when it straddles it or does not exist."""
+    diff = quantile_difference(before_ms, after_ms, q, confidence, where=where)
+    point, low, high = ((diff.ratio, diff.ratio_low, diff.ratio_high) if ratio
+                        else (diff.diff, diff.diff_low, diff.diff_high))
+    common = {**fields, "threshold": limit, "comparator": "<=" if ratio else "<",
+              "unit": "ratio" if ratio else "ms", "n": diff.n_after, "observed": point}
+    if (reason := diff.missing()) is not None:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(f"{reason} {diff.counts()}", detail), **common)
+    if point is None or low is None or high is None:  # inf - inf: neither series had a good answer there
+        why = f"{diff.label} undefined: no successful answer in either series at this quantile {diff.counts()}"
+        return Check(status=Status.INCONCLUSIVE, detail=_join(why, detail), **common)
+    fmt, unit = (format_ratio, "") if ratio else (format_number, " ms")
+    shown = [format_against(x, limit, fmt) for x in (point, low, high)]
+    head = (f"{diff.label} {'after/before' if ratio else 'after - before'} {shown[0]}{unit}, "
+            f"{format_percent(confidence)} CI [{shown[1]}, {shown[2]}]{unit}")
+    meets = high <= limit if ratio else high < limit
+    status = Status.FAIL if low > limit else Status.PASS if meets else Status.INCONCLUSIVE
+    return Check(status=status, ci_low=low, ci_high=high,
+                 detail=_join(f"{head}{endings[status]} {diff.counts()}", detail), **common)
+
+
+def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
+                     max_increase_pct: float = 20.0, confidence: float = 0.95, app: str | None = None,
+                     tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P1",
+                     window: str | None = None, detail: str = "") -> Check:
+    """The q-quantile may grow by at most ``max_increase_pct`` from before to after, judged
+    on the interval of the ratio after/before: FAIL when its lower bound exceeds 1 + pct/100
+    (a regression beyond the allowance, with confidence), PASS when its upper bound is
+    within it, INCONCLUSIVE otherwise, and with no baseline, no after data or runs too
+    small for an interval (the detail gives the n per run). ``n`` counts the after run."""
+    where = f"regression_check {id}"
+    if isinstance(max_increase_pct, bool) or not isinstance(max_increase_pct, Real) \
+            or not (math.isfinite(max_increase_pct) and max_increase_pct >= 0):
+        raise ValueError(f"{where}: max_increase_pct must be a finite number >= 0, got {max_increase_pct!r}")
+    limit = 1.0 + max_increase_pct / 100.0
+    rise, bar = f"+{format_number(float(max_increase_pct))}%", format_ratio(limit)
+    return _comparison(where, before_ms, after_ms, q, confidence,
+                       _fields(id, phase, title, app, window, severity, tags, evidence), detail,
+                       ratio=True, limit=limit,
+                       endings={Status.FAIL: f": lower bound > {bar}, a rise beyond {rise}",
+                                Status.PASS: f": upper bound <= {bar}, a rise of at most {rise}",
+                                Status.INCONCLUSIVE: f" straddles {bar} ({rise})"})
+
+
+def improvement_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
+                      confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                      evidence: Iterable[str] = (), severity: str = "P1", window: str | None = None,
+                      detail: str = "") -> Check:
+    """The after run must be faster at the q-quantile: PASS when the interval of
+    after - before (ms) lies entirely below 0, FAIL when entirely above 0, INCONCLUSIVE
+    when it includes 0, with no baseline, no after data or runs too small for an
+    interval (the detail gives the n per run). ``n`` counts the after run."""
+    return _comparison(f"improvement_check {id}", before_ms, after_ms, q, confidence,
+                       _fields(id, phase, title, app, window, severity, tags, evidence), detail,
+                       ratio=False, limit=0.0,
+                       endings={Status.PASS: " < 0: after is faster", Status.FAIL: " > 0: after is slower",
+                                Status.INCONCLUSIVE: " includes 0"})
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {

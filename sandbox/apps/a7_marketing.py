@@ -1,9 +1,12 @@
-"""A7 — marketing: public pages and the XML sitemap that lists them.
+"""A7 — marketing: public pages, the XML sitemap that lists them, and lead capture.
 
 Pages live in SQLite (slug, title, description, last modification, whether the sitemap
 should list them). ``/sitemap.xml`` follows the sitemaps.org 0.9 protocol: absolute
 ``<loc>`` URLs on this app's own origin, ``<lastmod>`` as a W3C date. Each page is
 served at ``/<slug>``; the home page is the shared base page at ``/``.
+
+Lead capture (``/api/leads``, the mailer and its delivery workers) is described in
+:mod:`sandbox.apps.a7_leads`; its routes come before the ``/{slug}`` pages.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a7_lead_store import SCHEMA as LEAD_SCHEMA
+from sandbox.apps.a7_leads import lead_admin_routes, lead_routes, setup_leads
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 
 SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
@@ -74,8 +79,16 @@ def page(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/sitemap.xml", sitemap, methods=["GET"]),
+        *lead_routes(),
         Route("/{slug}", page, methods=["GET"]),
     ]
 
 
-DEFINITION = AppDefinition(app_id="A7", schema=SCHEMA, seed=seed, routes=routes)
+DEFINITION = AppDefinition(
+    app_id="A7",
+    schema=SCHEMA + LEAD_SCHEMA,
+    seed=seed,
+    routes=routes,
+    admin_routes=lead_admin_routes,
+    setup=setup_leads,
+)

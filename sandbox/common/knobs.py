@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 FLAG_NAMES = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
 DEPENDENCIES = ("db", "queue", "upstream")
@@ -58,7 +58,15 @@ def _route_key(knob: str, key: Any) -> str:
 
 
 def _latency_spec(route: str, spec: Any) -> dict[str, Any]:
-    field = f"latency[{route}]"
+    return validate_distribution(f"latency[{route}]", spec)
+
+
+def validate_distribution(field: str, spec: Any) -> dict[str, Any]:
+    """Check one latency distribution (``fixed``, ``lognormal``, ``uniform``) named ``field``.
+
+    Shared by the per-route latency knob and by app-specific knobs that simulate a slow
+    dependency, so that every delay in the sandbox is described the same way.
+    """
     if not isinstance(spec, dict) or "dist" not in spec:
         raise KnobError(field, f"{field} must be an object with a 'dist'")
     dist = spec["dist"]
@@ -82,12 +90,36 @@ def _latency_spec(route: str, spec: Any) -> dict[str, Any]:
     return out
 
 
-def validate_faults(body: Any) -> dict[str, Any]:
-    """Check a ``PUT /admin/faults`` body; return it normalised or raise :class:`KnobError`."""
+class ExtraKnob(Protocol):
+    """A fault knob one app adds to its ``/admin/faults`` (A7's ``mailer``, for instance).
+
+    ``validate`` returns the normalised value or raises :class:`KnobError`; ``apply``
+    installs a validated value; ``snapshot`` gives the current value in the ``PUT``
+    shape; ``reset`` returns to the knob's default (``DELETE /admin/faults``).
+    """
+
+    def validate(self, value: Any) -> Any: ...
+
+    def apply(self, value: Any) -> None: ...
+
+    def snapshot(self) -> Any: ...
+
+    def reset(self) -> None: ...
+
+
+def validate_faults(body: Any, extra: Mapping[str, ExtraKnob] | None = None) -> dict[str, Any]:
+    """Check a ``PUT /admin/faults`` body; return it normalised or raise :class:`KnobError`.
+
+    ``extra`` holds the app-specific knobs this app accepts besides the shared ones.
+    """
     if not isinstance(body, dict):
         raise KnobError("body", "body must be a JSON object")
+    extra = extra or {}
     out: dict[str, Any] = {}
     for knob, value in body.items():
+        if knob in extra:
+            out[knob] = extra[knob].validate(value)
+            continue
         if knob not in KNOB_NAMES:
             raise KnobError(str(knob), f"unknown fault knob: {knob}")
         if knob == "latency":
@@ -149,11 +181,21 @@ class Faults:
         self._force_503_until = 0.0
         self._telemetry_drop = 0.0
         self._down: list[str] = []
+        self._extra: dict[str, ExtraKnob] = {}
+
+    def register(self, name: str, knob: ExtraKnob) -> None:
+        """Add an app-specific knob; it then validates, applies, snapshots and resets with the others."""
+        if name in KNOB_NAMES or name in self._extra:
+            raise ValueError(f"fault knob {name} already exists")
+        self._extra[name] = knob
 
     def update(self, body: Any) -> None:
         """Validate everything first, then apply, so a bad body changes nothing."""
-        knobs = validate_faults(body)
+        knobs = validate_faults(body, self._extra)
         with self._lock:
+            for name, knob in self._extra.items():
+                if name in knobs:
+                    knob.apply(knobs[name])
             if "latency" in knobs:
                 self._latency = knobs["latency"]
             if "error_rate" in knobs:
@@ -169,6 +211,8 @@ class Faults:
         with self._lock:
             self._latency, self._error_rate, self._down = {}, {}, []
             self._force_503_until = self._telemetry_drop = 0.0
+            for knob in self._extra.values():
+                knob.reset()
 
     def snapshot(self) -> dict[str, Any]:
         """Current knobs in the same shape ``PUT`` accepts (force_503_s = seconds left)."""
@@ -179,6 +223,7 @@ class Faults:
                 "force_503_s": round(max(0.0, self._force_503_until - time.monotonic()), 3),
                 "telemetry_drop": self._telemetry_drop,
                 "dependencies_down": list(self._down),
+                **{name: knob.snapshot() for name, knob in self._extra.items()},
             }
 
     def delay_ms(self, route: str) -> float:

@@ -64,6 +64,7 @@ def test_smoke_against_dead_and_garbage_targets(tmp_path: Path, garbage_server: 
                     {**data["apps"][1], "base_url": f"http://127.0.0.1:{garbage_server}"}]
     data["telemetry_app"] = "A1"
     data["gate"]["enforcement_routes"] = []
+    data["latency"]["compare_flags"] = []
     data["smoke"] = {"samples_per_app": 12, "stable_slices": 2}
     data["windows"]["quick"]["stable_window_s"] = 1
     data["windows"]["quick"]["burn_in_s"] = 0.5
