@@ -11,19 +11,31 @@ Public surface (everything a notebook, a test or an analyst needs):
 - HTTP: :class:`GuardedClient`, :class:`Sample`, :class:`PolicyRefused`
 - approvals: :func:`request_approval`
 - running: :func:`run_suite`
+- latency data: :func:`load_samples` (one run's probes), :func:`p95_history` (every run, via DuckDB),
+  :func:`percentile_summary`, :func:`quantile_difference`, :func:`plan_sample_size`
 """
 
 from readiness.check import Check, Status
 from readiness.params import Params, ParamsError, load_params
 from readiness.quantiles import min_n_for_bound, quantile_interval
 from readiness.runfolder import RunFolder, latest_complete_run, run_status
-from readiness.verdict import combine, error_rate_check, latency_check, rate_check, value_check, wilson_interval
+from readiness.verdict import (
+    combine,
+    error_rate_check,
+    improvement_check,
+    latency_check,
+    rate_check,
+    regression_check,
+    value_check,
+    wilson_interval,
+)
 
 __all__ = [
     "Check", "GuardedClient", "Params", "ParamsError", "Phase", "PolicyRefused", "RunFolder", "Sample", "Status",
-    "combine", "error_rate_check", "latency_check", "latest_complete_run", "load_params", "min_n_for_bound",
-    "open_phase", "quantile_interval", "rate_check", "request_approval", "run_status", "run_suite", "value_check",
-    "wilson_interval",
+    "combine", "error_rate_check", "improvement_check", "latency_check", "latest_complete_run", "load_params",
+    "load_samples", "min_n_for_bound", "open_phase", "p95_history", "percentile_summary", "plan_sample_size",
+    "quantile_difference", "quantile_interval", "rate_check", "regression_check", "request_approval", "run_status",
+    "run_suite", "value_check", "wilson_interval",
 ]
 
 
@@ -37,6 +49,12 @@ def __getattr__(name: str):  # heavier parts load on first use, keeping `import 
     if name == "request_approval":
         from readiness.approvals import request_approval
         return request_approval
+    if name in ("load_samples", "p95_history"):
+        from readiness import history
+        return getattr(history, name)
+    if name in ("percentile_summary", "quantile_difference", "plan_sample_size"):
+        from readiness import latency_stats
+        return getattr(latency_stats, name)
     if name == "run_suite":
         from readiness.runner import run_suite
         return run_suite
