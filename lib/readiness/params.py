@@ -47,6 +47,7 @@ PHASES = (
     "09_resiliency", "10_security_ops", "11_readiness_score",
 )
 HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+SMOKE_ENDPOINTS = 3  # health, ready and one action per app, probed in turn
 _APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
@@ -241,11 +242,11 @@ class Params(StrictModel):
             unknown = [a for a in appr.apps if a not in ids]
             if unknown:
                 raise ValueError(f"approvals[{i}].apps: unknown apps {unknown}")
-        rate = self.smoke.samples_per_app / self.windows.active.stable_window_s
+        rate = self.smoke.samples_per_app / SMOKE_ENDPOINTS / self.windows.active.stable_window_s
         if rate > self.http.max_qps:
             raise ValueError(f"smoke: {self.smoke.samples_per_app} samples per app over the {self.windows.profile} "
                              f"stable window ({self.windows.active.stable_window_s:g} s) is {rate:.2f} requests/s "
-                             f"per app, above http.max_qps ({self.http.max_qps:g})")
+                             f"per endpoint, above http.max_qps ({self.http.max_qps:g})")
         if self.latency.qps > self.http.max_qps:
             raise ValueError(f"latency.qps: {self.latency.qps:g} requests/s per endpoint is above "
                              f"http.max_qps ({self.http.max_qps:g})")

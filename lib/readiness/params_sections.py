@@ -202,8 +202,8 @@ class Stripe(StrictModel):
 class HttpLimits(StrictModel):
     """Timeouts and caps of the guarded client, plus the rate ceiling for probers.
 
-    ``max_qps`` is the most requests per second the quiet phases (inventory, smoke,
-    latency profiling) may send to one app; a phase configured above it is refused.
+    ``max_qps`` is the most requests per second the quiet phases (smoke, latency
+    profiling) may send to one endpoint; a phase configured above it is refused.
     """
 
     connect_timeout_s: float = Field(default=2.0, gt=0)

@@ -218,5 +218,6 @@ def test_sandbox_target_only_serves_its_apps(base: dict) -> None:
 def test_smoke_rate_above_the_ceiling_is_refused(base: dict) -> None:
     data = copy.deepcopy(base)
     data["http"]["max_qps"] = 2
-    assert errors_of(data) == ["smoke: 400 samples per app over the quick stable window (20 s) is 20.00 requests/s "
-                               "per app, above http.max_qps (2)"]
+    data["latency"]["qps"] = 2
+    assert errors_of(data) == ["smoke: 400 samples per app over the quick stable window (20 s) is 6.67 requests/s "
+                               "per endpoint, above http.max_qps (2)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import math
 import threading
@@ -45,7 +46,7 @@ def fast(n: int, mode: str = "warm", qps: float = 20.0) -> ProbeSettings:
 
 
 class StallServer:
-    """HTTP/1.1 keep-alive server that holds the ``stall_at``-th request (1-based) for ``stall_s``.
+    """HTTP/1.1 keep-alive server that holds the ``stall_at``-th request (1-based; 0: none) for ``stall_s``.
 
     Records the wall-clock arrival time of every request, so a test can see when the
     prober actually sent each one.
@@ -54,6 +55,7 @@ class StallServer:
     def __init__(self, stall_at: int, stall_s: float) -> None:
         self.stall_at, self.stall_s = stall_at, stall_s
         self.arrivals: list[float] = []
+        self.gc_enabled: list[bool] = []  # the server shares the prober's process: what it saw on arrival
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -74,6 +76,7 @@ class StallServer:
             while True:
                 await reader.readuntil(b"\r\n\r\n")  # GET only: no body to read
                 self.arrivals.append(time.time())
+                self.gc_enabled.append(gc.isenabled())
                 if len(self.arrivals) == self.stall_at:
                     await asyncio.sleep(self.stall_s)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -145,10 +148,26 @@ def test_cancelling_the_probe_cancels_outstanding_requests_promptly(loopback):
         started = time.perf_counter()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # Nothing of the probe is left running behind the caller's back.
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
         return time.perf_counter() - started
 
     assert aio.run(go()) < 1.0
     assert 3 <= len(loopback.requests) <= 8  # only what was due in 0.3 s at 20/s was ever sent
+
+
+def test_cyclic_gc_is_held_off_while_requests_are_timed_and_restored_after():
+    with StallServer(stall_at=0, stall_s=0.0) as srv:
+        target = ProbeTarget(app="A1", name="ok", method="GET", url=f"http://127.0.0.1:{srv.port}/x")
+        assert gc.isenabled()
+        run_probe([target], fast(3), factory())
+        assert srv.gc_enabled == [False, False, False] and gc.isenabled()
+        gc.disable()
+        try:
+            run_probe([target], fast(1), factory())
+            assert not gc.isenabled()  # left as the caller had it
+        finally:
+            gc.enable()
 
 
 # --- settings and targets ---------------------------------------------------------------------
@@ -159,6 +178,12 @@ def test_rate_above_the_ceiling_is_refused():
     assert str(err.value) == "probe rate 5 requests/s per endpoint is above http.max_qps (2)"
     assert isinstance(err.value, ValueError)
     assert ProbeSettings(n=200, qps=2).max_qps == 2.0  # at the ceiling is allowed
+
+
+def test_settings_accept_numpy_numbers_and_store_plain_ones():
+    settings = ProbeSettings(n=np.int64(200), qps=np.float32(1.5), max_qps=np.int64(2))
+    assert (settings.n, settings.qps, settings.max_qps) == (200, 1.5, 2.0)
+    assert (type(settings.n), type(settings.qps), type(settings.max_qps)) == (int, float, float)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

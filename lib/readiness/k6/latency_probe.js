@@ -21,10 +21,14 @@
 //              keep-alive connection busy enough not to be closed by the server)
 //   MAX_VUS    VUs k6 may add when requests overlap (default RATE * 10 s, at least PRE_VUS)
 //   TIMEOUT    per-request timeout (default 10s)
+//   START_AT   optional epoch milliseconds: setup() waits until then, so the first
+//              request leaves at a known moment (to run beside another prober on a
+//              known phase offset)
 
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { Trend } from 'k6/metrics';
+import { sleep } from 'k6';
 
 function required(name) {
   const value = __ENV[name];
@@ -54,6 +58,7 @@ const DURATION = __ENV.DURATION || `${Math.ceil((N / RATE) * 1000)}ms`;
 const PRE_VUS = Math.floor(positiveNumber('PRE_VUS', 2));
 const MAX_VUS = Math.max(PRE_VUS, Math.floor(positiveNumber('MAX_VUS', Math.ceil(RATE * 10))));
 const TIMEOUT = __ENV.TIMEOUT || '10s';
+const START_AT = __ENV.START_AT ? positiveNumber('START_AT', 0) : 0;
 const URL = `${BASE_URL}${PATH}`;
 const SERVER_TIMING_APP = /(?:^|,)\s*app\s*;[^,]*?\bdur=([0-9]+(?:\.[0-9]+)?)/i;
 
@@ -62,6 +67,8 @@ const serverTiming = new Trend('server_timing_app', true);
 export const options = {
   discardResponseBodies: true,
   thresholds: {},
+  // setup() may wait for START_AT; give it that long plus k6's default minute.
+  setupTimeout: `${Math.ceil(Math.max(0, START_AT - Date.now()) / 1000) + 60}s`,
   scenarios: {
     probe: {
       executor: 'constant-arrival-rate',
@@ -73,6 +80,13 @@ export const options = {
     },
   },
 };
+
+export function setup() {
+  const wait = START_AT - Date.now();
+  if (wait > 0) {
+    sleep(wait / 1000);
+  }
+}
 
 export default function () {
   const seq = exec.scenario.iterationInTest;
