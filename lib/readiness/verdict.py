@@ -5,12 +5,11 @@ Every phase hands its measurements to one of these functions and records the
 latency percentile) is written once and reads the same in every report. The rules are
 built to avoid false positives: a PASS needs the *whole* confidence interval on the right
 side of the threshold, a FAIL needs the whole interval on the wrong side, and anything
-in between — including no data at all — is INCONCLUSIVE with the reason, and where it
-helps the sample size that would decide it.
+in between — including no data at all — is INCONCLUSIVE with the reason and, where it
+helps, the sample size that would decide it.
 
 - Rates use the Wilson score interval: unlike the normal approximation it stays inside
-  [0, 1] and keeps close to nominal coverage at the extremes (0/n, n/n) where
-  readiness checks live.
+  [0, 1] and keeps near-nominal coverage at 0/n and n/n, where readiness checks live.
 - Latency percentiles use the distribution-free order-statistic bounds of
   :mod:`readiness.quantiles`: one-sided bounds decide (an SLO is one-sided), the
   two-sided interval is recorded for the reader.
