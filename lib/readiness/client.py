@@ -139,6 +139,19 @@ class _PhaseClock:
             return max(0.0, (self.marks[end] - self.marks[start]) * 1000.0)
         return None
 
+    def wire_ms(self, fallback_start: float, end: float) -> float:
+        """From the first byte on the wire to ``end`` (the last body byte).
+
+        The start is the connection opening, or on a reused connection the request headers
+        being sent: the span k6 reports as blocked + connecting + http_req_duration. The
+        client's own request building before that (Python work, pool bookkeeping) is not
+        the target's latency and is left out; without any trace event (a request that
+        failed before reaching the network) the span starts when the request was handed
+        to the client.
+        """
+        starts = [self.marks[k] for k in ("connect_tcp.started", "send_request_headers.started") if k in self.marks]
+        return max(0.0, (end - (min(starts) if starts else fallback_start)) * 1000.0)
+
     def wait_ms(self) -> float | None:
         sent = self.marks.get("send_request_body.complete", self.marks.get("send_request_headers.complete"))
         received = self.marks.get("receive_response_headers.complete")
@@ -289,6 +302,7 @@ class GuardedClient:
         kept = bytearray()
         started_at = time.time()
         t0 = time.perf_counter()
+        done: float | None = None  # last body byte read
         try:
             async with asyncio.timeout(total):
                 response = await self._http.send(request, stream=True)
@@ -308,13 +322,14 @@ class GuardedClient:
                                 error = "too_large"
                                 detail = f"body exceeds the {cap} byte cap (stopped after {received} bytes)"
                                 break
+                    done = time.perf_counter()
                 finally:
                     await response.aclose()
         except TimeoutError:
             error, detail = "timeout", f"response not complete within the total limit of {total:g} s"
         except (httpx.TransportError, httpx.DecodingError) as exc:
             error, detail = _classify(exc, timeout)
-        total_ms = (time.perf_counter() - t0) * 1000.0
+        total_ms = clock.wire_ms(t0, done if done is not None else time.perf_counter())
         return Sample(
             **base, status=status, ok=error is None and status is not None and status < 400,
             error=error, error_detail=detail, started_at=started_at,
