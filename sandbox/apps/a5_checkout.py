@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
-from sandbox.common.web import BadBody, json_error, missing_contract_headers, read_json, utc_now_iso
+from sandbox.common.web import BadBody, contract_json, json_error, utc_now_iso
 
 MAX_QUANTITY = 100
 
@@ -135,13 +135,9 @@ def _create(ctx: AppContext, key: str, trace_id: str, request_hash: str, body: A
 
 
 async def create_session(request: Request) -> Response:
-    refused = missing_contract_headers(request)
+    body, refused = await contract_json(request)
     if refused is not None:
         return refused
-    try:
-        body = await read_json(request)
-    except BadBody as exc:
-        return json_error(400, str(exc))
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     key = request.headers["x-idempotency-key"].strip()
     trace_id = request.headers["x-trace-id"].strip()

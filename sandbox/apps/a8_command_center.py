@@ -28,8 +28,8 @@ from sandbox.common.emitter import Event
 from sandbox.common.web import (
     BadBody,
     bearer_token,
+    contract_json,
     json_error,
-    missing_contract_headers,
     parse_iso8601,
     read_json,
     token_matches,
@@ -95,13 +95,9 @@ async def ingest(request: Request) -> Response:
     key = ctx.config.telemetry_key
     if key and not token_matches(bearer_token(request), key):
         return json_error(401, "telemetry key required: Authorization: Bearer <A8_TELEMETRY_KEY>")
-    refused = missing_contract_headers(request)
+    body, refused = await contract_json(request)
     if refused is not None:
         return refused
-    try:
-        body = await read_json(request)
-    except BadBody as exc:
-        return json_error(400, str(exc))
     if isinstance(body, dict) and "events" in body:
         events = body["events"]
         if not isinstance(events, list):

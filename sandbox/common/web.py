@@ -99,3 +99,17 @@ def missing_contract_headers(request: Request) -> Response | None:
         return None
     noun = "header" if len(missing) == 1 else "headers"
     return json_error(428, f"missing required {noun}: {', '.join(missing)}", missing=missing)
+
+
+async def contract_json(request: Request) -> tuple[Any, Response | None]:
+    """The JSON body of a request with side effects, or the 428/400 answer that refuses it.
+
+    ``body, refused = await contract_json(request)``; return ``refused`` when it is set.
+    """
+    refused = missing_contract_headers(request)
+    if refused is not None:
+        return None, refused
+    try:
+        return await read_json(request), None
+    except BadBody as exc:
+        return None, json_error(400, str(exc))
