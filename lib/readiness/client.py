@@ -9,8 +9,10 @@ target can keep it out of business data. A refused request raises
 Everything that *was* sent becomes a :class:`Sample`, failures included: a timeout, a
 dead port or a server speaking garbage is data about the target, not a crash of the
 audit. The client also attaches ``X-Trace-Id``/``X-Idempotency-Key`` when asked, caps
-the response size while streaming, and records timing phases from httpx's ``trace``
-extension. For honest measurements it follows no redirects (an OIDC audit wants to see
+the response size while streaming, and records timing phases: connect and TLS from
+httpx's ``trace`` extension, the wait and the total span from stamps taken at the socket
+(:mod:`readiness.wire`), so the client's own Python work is not counted as the target's
+latency. For honest measurements it follows no redirects (an OIDC audit wants to see
 the 302, and a redirect must not carry a request past the host guard), keeps no cookie
 jar (one app's cookies never leak into another's requests on the same loopback host;
 pass ``Cookie`` explicitly) and ignores proxy settings from the environment.
@@ -35,6 +37,8 @@ from typing import Any, Literal
 import httpx
 
 from readiness.sample import Sample, parse_server_timing, safe_headers
+from readiness.wire import WireMarks, timed_transport
+from readiness.wire import stamping as _stamping
 
 __all__ = ["LOOPBACK_HOSTS", "SAFE_METHODS", "ClientLimits", "GuardedClient", "PolicyRefused", "Sample",
            "SyntheticPolicy", "parse_server_timing", "safe_headers"]
@@ -126,6 +130,7 @@ class _PhaseClock:
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
+        self.wire = WireMarks()  # stamped at the socket (readiness.wire)
 
     async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
         key = name.split(".", 1)[-1]
@@ -140,21 +145,22 @@ class _PhaseClock:
         return None
 
     def wire_ms(self, fallback_start: float, end: float) -> float:
-        """From the first byte on the wire to ``end`` (the last body byte).
+        """From the first byte on the wire to ``end``.
 
-        The start is the connection opening, or on a reused connection the request headers
-        being sent: the span k6 reports as blocked + connecting + http_req_duration. The
-        client's own request building before that (Python work, pool bookkeeping) is not
-        the target's latency and is left out; without any trace event (a request that
-        failed before reaching the network) the span starts when the request was handed
-        to the client.
+        The start is the connection opening, or on a reused connection the first byte of
+        the request written to the socket: the span k6 reports as blocked + connecting +
+        http_req_duration. The client's own request building before that is left out, as
+        its parsing after the last read is (``end`` is the socket's last read for a
+        complete response, see :mod:`readiness.wire`). Without any mark (a request that
+        failed before reaching the network) the span starts at ``fallback_start``.
         """
-        starts = [self.marks[k] for k in ("connect_tcp.started", "send_request_headers.started") if k in self.marks]
-        return max(0.0, (end - (min(starts) if starts else fallback_start)) * 1000.0)
+        opened = self.marks.get("connect_tcp.started")
+        start = opened if opened is not None else self.wire.first_write
+        return max(0.0, (end - (start if start is not None else fallback_start)) * 1000.0)
 
     def wait_ms(self) -> float | None:
-        sent = self.marks.get("send_request_body.complete", self.marks.get("send_request_headers.complete"))
-        received = self.marks.get("receive_response_headers.complete")
+        """Request fully written to the first response bytes read, at the socket."""
+        sent, received = self.wire.sent, self.wire.first_read
         return None if sent is None or received is None else max(0.0, (received - sent) * 1000.0)
 
 
@@ -197,8 +203,9 @@ class GuardedClient:
         self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self._default_headers = dict(default_headers or {})
         pool = httpx.Limits(max_connections=100, max_keepalive_connections=20 if keep_alive else 0)
-        self._http = httpx.AsyncClient(limits=pool, follow_redirects=False, trust_env=False, verify=verify,
-                                       cookies=_no_cookies(), headers={"User-Agent": "readiness-audit"})
+        self._http = httpx.AsyncClient(transport=timed_transport(verify=verify, limits=pool),
+                                       follow_redirects=False, trust_env=False, cookies=_no_cookies(),
+                                       headers={"User-Agent": "readiness-audit"})
 
     async def __aenter__(self) -> GuardedClient:
         return self
@@ -302,40 +309,43 @@ class GuardedClient:
         kept = bytearray()
         started_at = time.time()
         t0 = time.perf_counter()
-        done: float | None = None  # last body byte read
-        try:
-            async with asyncio.timeout(total):
-                response = await self._http.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    response_headers = safe_headers(response.headers)
-                    server_timing = parse_server_timing(response.headers.get_list("server-timing"))
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > cap:
-                        error, detail = "too_large", f"Content-Length {declared} exceeds the {cap} byte cap"
-                    else:
-                        async for chunk in response.aiter_bytes():
-                            received += len(chunk)
-                            if keep_body:
-                                kept += chunk[: max(0, cap - len(kept))]
-                            if received > cap:
-                                error = "too_large"
-                                detail = f"body exceeds the {cap} byte cap (stopped after {received} bytes)"
-                                break
-                    done = time.perf_counter()
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            error, detail = "timeout", f"response not complete within the total limit of {total:g} s"
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            error, detail = _classify(exc, timeout)
-        total_ms = clock.wire_ms(t0, done if done is not None else time.perf_counter())
+        complete = False  # the body was read to its end (or to the size cap)
+        with _stamping(clock.wire):
+            try:
+                async with asyncio.timeout(total):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        status = response.status_code
+                        response_headers = safe_headers(response.headers)
+                        server_timing = parse_server_timing(response.headers.get_list("server-timing"))
+                        declared = response.headers.get("content-length", "")
+                        if declared.isdigit() and int(declared) > cap:
+                            error, detail = "too_large", f"Content-Length {declared} exceeds the {cap} byte cap"
+                        else:
+                            async for chunk in response.aiter_bytes():
+                                received += len(chunk)
+                                if keep_body:
+                                    kept += chunk[: max(0, cap - len(kept))]
+                                if received > cap:
+                                    error = "too_large"
+                                    detail = f"body exceeds the {cap} byte cap (stopped after {received} bytes)"
+                                    break
+                        complete = True
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                error, detail = "timeout", f"response not complete within the total limit of {total:g} s"
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                error, detail = _classify(exc, timeout)
+        now = time.perf_counter()
+        end = clock.wire.last_read if complete and clock.wire.last_read is not None else now
+        total_ms = clock.wire_ms(t0, end)
         return Sample(
             **base, status=status, ok=error is None and status is not None and status < 400,
             error=error, error_detail=detail, started_at=started_at,
             connect_ms=clock.span_ms("connect_tcp.started", "connect_tcp.complete"),
             tls_ms=clock.span_ms("start_tls.started", "start_tls.complete"),
-            wait_ms=clock.wait_ms(), total_ms=total_ms, bytes=received, server_timing_ms=server_timing,
+            wait_ms=clock.wait_ms() if status is not None else None, total_ms=total_ms, bytes=received, server_timing_ms=server_timing,
             body=bytes(kept) if keep_body and status is not None else None, headers=response_headers)
 
     get = _verb("GET")

@@ -95,8 +95,10 @@ SAMPLE_COLUMNS: Mapping[str, tuple[str, str]] = MappingProxyType({
                         "network_error, transport_error); <NA> when none"),
     "connect_ms": ("float64", "TCP connect time; NaN when a kept-alive connection was reused"),
     "tls_ms": ("float64", "TLS handshake time; NaN for plain http or a reused connection"),
-    "wait_ms": ("float64", "request fully sent to response headers received; NaN without headers"),
-    "total_ms": ("float64", "send to end of body, or until the failure was known; NaN if never started"),
+    "wait_ms": ("float64", "request fully written to first response bytes read (time to first byte); "
+                        "NaN without a response"),
+    "total_ms": ("float64", "first byte on the wire (connection opening when one was opened) to the last "
+                         "body byte read, or until the failure was known; NaN if never started"),
     "server_timing_ms": ("float64", "duration the server reported in Server-Timing (app, else total); "
                                     "NaN when absent"),
     "bytes": ("int64", "response body bytes read"),

@@ -35,12 +35,12 @@ class Sample:
     Timings are milliseconds from ``perf_counter``. ``connect_ms`` (TCP connect) and
     ``tls_ms`` (TLS handshake) are None when the request reused a kept-alive connection,
     since nothing was opened for it; ``tls_ms`` is None for plain http. ``wait_ms`` runs
-    from the request fully sent to the response headers received; ``total_ms`` from the
-    first byte on the wire (connection opening, or the request headers on a reused
-    connection) to the last body byte — the span load tools such as k6 report — or for a
-    failed request until the failure was known (so latency statistics should use ``ok``
-    samples). ``started_at`` is the wall
-    clock (epoch seconds) at the send. ``bytes`` counts body bytes read after content
+    from the request fully written to the socket to the first response bytes read from
+    it (None without a response); ``total_ms`` from the first byte on the wire
+    (connection opening, or the request's first byte written on a reused connection) to
+    the last body byte read from the socket — the span load tools such as k6 report — or
+    for a failed request until the failure was known (so latency statistics should use
+    ``ok`` samples). ``started_at`` is the wall clock (epoch seconds) at the send. ``bytes`` counts body bytes read after content
     decoding. ``server_timing_ms`` comes from ``Server-Timing`` (see
     :func:`parse_server_timing`). ``headers`` are the response headers with lower-case
     keys, credentials dropped and cookie values redacted (:func:`safe_headers`).

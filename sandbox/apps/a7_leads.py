@@ -41,8 +41,9 @@ from sandbox.apps.a7_lead_store import Answer, LeadLedger, LeadStore, NewLead
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.delivery import KIND, DeliveryWorkers
+from sandbox.common.events import request_tags
 from sandbox.common.mailer import KNOB, Delivery, MailerError, MailRelay
-from sandbox.common.middleware import MAX_TAG, TAG_HEADERS
+from sandbox.common.middleware import MAX_TAG
 from sandbox.common.web import BadBody, json_error, missing_contract_headers, read_json, utc_now_iso
 
 FLAG = "a7_async_leads"
@@ -119,11 +120,6 @@ def idempotency_scope(request: Request) -> str:
     if credential:
         return "auth:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
     return "global"
-
-
-def request_tags(request: Request) -> dict[str, str]:
-    """The telemetry tags of the request, as the shared middleware records them."""
-    return {tag: request.headers[name][:MAX_TAG] for name, tag in TAG_HEADERS.items() if name in request.headers}
 
 
 @dataclasses.dataclass

@@ -23,6 +23,9 @@ ENV_FLAGS = "SANDBOX_FLAGS"
 ENV_DEDUPE_WINDOW_S = "SANDBOX_DEDUPE_WINDOW_S"
 ENV_SEED = "SANDBOX_SEED"
 ENV_TELEMETRY_KEY = "A8_TELEMETRY_KEY"
+ENV_STRIPE_URL = "SANDBOX_STRIPE_URL"
+#: Secrets an app may be given through its environment (never on its command line).
+SECRET_NAMES = ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", "OIDC_CLIENT_SECRET")
 
 DEFAULT_SEED = "sandbox"
 DEFAULT_DEDUPE_WINDOW_S = 900.0
@@ -53,6 +56,8 @@ class AppConfig:
     admin_token: str
     app_urls: Mapping[str, str]
     telemetry_key: str | None = None
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)  # of SECRET_NAMES, set ones
+    stripe_url: str | None = None  # the local Stripe API (localstripe) when the sandbox runs one
     dedupe_window_s: float = DEFAULT_DEDUPE_WINDOW_S
     flags: Mapping[str, bool] = dataclasses.field(default_factory=dict)
     seed: str = DEFAULT_SEED
@@ -113,6 +118,8 @@ class AppConfig:
             admin_token=token,
             app_urls={**urls, app_id: base_url(host, port)},
             telemetry_key=environ.get(ENV_TELEMETRY_KEY) or None,
+            secrets={name: environ[name] for name in SECRET_NAMES if environ.get(name)},
+            stripe_url=environ.get(ENV_STRIPE_URL) or None,
             dedupe_window_s=window,
             flags=flags,
             seed=environ.get(ENV_SEED, DEFAULT_SEED),

@@ -78,6 +78,24 @@ def test_timing_fields_are_plausible(loopback):
     assert s.total_ms is not None and s.total_ms >= s.wait_ms and s.total_ms >= s.connect_ms
 
 
+def test_wait_is_time_to_first_byte_and_total_runs_to_the_last_byte(loopback):
+    s = send("GET", loopback.url("/dribble?n=4&every=0.1"))  # headers at once, then a byte every 100 ms
+    assert s.ok and s.bytes == 4
+    assert s.wait_ms is not None and s.wait_ms < 80
+    assert s.total_ms is not None and s.total_ms >= 380
+
+
+def test_concurrent_requests_keep_their_own_wire_marks(loopback):
+    async def go() -> list[Sample]:
+        async with make_client() as guarded:
+            return await asyncio.gather(guarded.get(loopback.url("/slow?delay=0.3")),
+                                        guarded.get(loopback.url("/ok")))
+    slow, fast = aio.run(go())
+    assert slow.ok and fast.ok
+    assert slow.total_ms is not None and slow.total_ms >= 290 and slow.wait_ms is not None and slow.wait_ms >= 290
+    assert fast.total_ms is not None and fast.total_ms < 250
+
+
 def test_keep_alive_reuses_one_connection_and_reports_no_connect_time(loopback):
     samples = send_many(loopback.url("/ok"), 3, keep_alive=True)
     assert all(s.ok for s in samples)
