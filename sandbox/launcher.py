@@ -12,6 +12,14 @@ Each app receives, through its environment: the admin token (``SANDBOX_ADMIN_TOK
 generated unless given in ``env`` or the caller's environment), the base URLs of all the
 apps (so each finds A8 for telemetry and its upstream for readiness), the initial flags,
 A8's dedupe window, and every variable of ``env`` (for example ``A8_TELEMETRY_KEY``).
+
+When the checkout app (A5) is among the apps, the sandbox also runs its local Stripe API
+(:mod:`sandbox.stripe_local`, localstripe on loopback) on the port just below the lowest
+app port — 18100 for the default 18101–18108 — unless ``stripe_port`` names another. Its
+URL reaches every app as ``SANDBOX_STRIPE_URL`` and is recorded in ``sandbox.json``
+(``stripe_url``), where the suite finds it; its store is ``<state_dir>/stripe/``, and its
+output goes to ``logs/localstripe.log``. It is started, waited for (``/_config/health``),
+reused and stopped together with the apps.
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ from typing import Any
 import httpx
 
 import sandbox
-from sandbox import procs
+from sandbox import procs, stripe_local
 from sandbox.catalog import APP_IDS, DEFAULT_BASE_PORT, base_url, default_port
 from sandbox.common.config import (
     ENV_ADMIN_TOKEN,
     ENV_APP_URLS,
     ENV_DEDUPE_WINDOW_S,
     ENV_FLAGS,
+    ENV_STRIPE_URL,
     ConfigError,
     require_loopback,
 )
@@ -44,6 +53,8 @@ from sandbox.common.knobs import KnobError, validate_flags
 
 STATE_FILE = "sandbox.json"
 HEALTH_POLL_S = 0.05
+STRIPE_ID = "localstripe"  # its key in health() and its log name
+STRIPE_CLIENT_APP = "A5"  # the app that takes payments; the local Stripe runs only with it
 
 
 class SandboxError(RuntimeError):
@@ -72,6 +83,8 @@ class SandboxState:
     pids: Mapping[str, int]
     admin_token: str
     started_at: str
+    stripe_url: str | None = None  # the local Stripe API, when the sandbox runs one
+    stripe_pid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +93,8 @@ class SandboxState:
             "pids": dict(self.pids),
             "admin_token": self.admin_token,
             "started_at": self.started_at,
+            "stripe_url": self.stripe_url,
+            "stripe_pid": self.stripe_pid,
         }
 
     @classmethod
@@ -90,6 +105,14 @@ class SandboxState:
             pids={str(k): int(v) for k, v in data["pids"].items()},
             admin_token=str(data["admin_token"]),
             started_at=str(data["started_at"]),
+            stripe_url=str(data["stripe_url"]) if data.get("stripe_url") else None,
+            stripe_pid=int(data["stripe_pid"]) if data.get("stripe_pid") else None,
+        )
+
+    def processes_alive(self) -> bool:
+        """True while at least one recorded process (an app or the local Stripe) runs."""
+        return any(procs.is_sandbox_app(pid, app_id, self.state_dir) for app_id, pid in self.pids.items()) or (
+            self.stripe_pid is not None and procs.is_sandbox_stripe(self.stripe_pid, self.state_dir)
         )
 
 
@@ -104,6 +127,17 @@ def default_state_dir(apps: Sequence[AppSpec]) -> Path:
         raise SandboxError("no apps given")
     uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
     return Path(tempfile.gettempdir()) / f"readiness-sandbox-{uid}-{apps[0].port}"
+
+
+def stripe_spec(apps: Sequence[AppSpec], stripe_port: int | None = None) -> AppSpec | None:
+    """Where the local Stripe API listens: None without A5, else below the lowest app port.
+
+    It shares the host of the app on the lowest port; ``stripe_port`` overrides the port.
+    """
+    if not any(spec.app_id == STRIPE_CLIENT_APP for spec in apps):
+        return None
+    lowest = min(apps, key=lambda spec: spec.port)
+    return AppSpec(STRIPE_ID, stripe_port if stripe_port is not None else lowest.port - 1, lowest.host)
 
 
 def _validate(apps: Sequence[AppSpec], flags: Mapping[str, bool]) -> None:
@@ -138,11 +172,16 @@ def health(state: SandboxState, timeout_s: float = 1.0) -> dict[str, bool]:
     with httpx.Client(timeout=timeout_s, headers={"X-Source": "sandbox-launcher"}) as client:
         for app_id, url in state.apps.items():
             out[app_id] = _healthy(client, app_id, url)
+        if state.stripe_url is not None:
+            out[STRIPE_ID] = _healthy(client, STRIPE_ID, state.stripe_url)
     return out
 
 
 def _healthy(client: httpx.Client, app_id: str, base_url: str) -> bool:
     try:
+        if app_id == STRIPE_ID:
+            response = client.get(f"{base_url}{stripe_local.HEALTH_PATH}")
+            return response.status_code == 200 and response.json().get("service") == stripe_local.SERVICE
         response = client.get(f"{base_url}/health")
         return response.status_code == 200 and response.json().get("app_id") == app_id
     except (httpx.HTTPError, ValueError):
@@ -150,7 +189,12 @@ def _healthy(client: httpx.Client, app_id: str, base_url: str) -> bool:
 
 
 def _child_env(
-    token: str, apps: Sequence[AppSpec], flags: Mapping[str, bool], env: Mapping[str, str], dedupe_window_s: float
+    token: str,
+    apps: Sequence[AppSpec],
+    flags: Mapping[str, bool],
+    env: Mapping[str, str],
+    dedupe_window_s: float,
+    stripe: AppSpec | None,
 ) -> dict[str, str]:
     package_root = str(Path(sandbox.__file__).resolve().parent.parent)
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
@@ -163,6 +207,7 @@ def _child_env(
         ENV_APP_URLS: json.dumps({spec.app_id: spec.base_url for spec in apps}),
         ENV_FLAGS: json.dumps(dict(flags)),
         ENV_DEDUPE_WINDOW_S: repr(float(dedupe_window_s)),
+        ENV_STRIPE_URL: stripe.base_url if stripe is not None else "",
     }
 
 
@@ -205,17 +250,25 @@ def up(
     env: Mapping[str, str] | None = None,
     dedupe_window_s: float = 900,
     timeout_s: float = 10,
+    stripe_port: int | None = None,
 ) -> SandboxState:
-    """Start the apps (or return the identical sandbox already running there)."""
+    """Start the apps, and the local Stripe API when A5 is one of them (or return the
+    identical sandbox already running there)."""
     flags, env = dict(flags or {}), dict(env or {})
     _validate(apps, flags)
+    stripe = stripe_spec(apps, stripe_port)
+    if stripe is not None and (not 1 <= stripe.port <= 65535 or stripe.port in {spec.port for spec in apps}):
+        raise SandboxError(
+            f"the local Stripe API cannot use port {stripe.port}: it must be between 1 and 65535 and not an app's port"
+        )
     state_dir = Path(state_dir).resolve()
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     wanted = {spec.app_id: spec.base_url for spec in apps}
+    wanted_stripe = stripe.base_url if stripe is not None else None
     existing = status(state_dir)
     if existing is not None:
-        if dict(existing.apps) != wanted:
+        if dict(existing.apps) != wanted or existing.stripe_url != wanted_stripe:
             raise SandboxError(
                 f"a sandbox with other apps or ports is already running from {state_dir}; run down first"
             )
@@ -225,23 +278,30 @@ def up(
             return existing
         down(state_dir)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
-    for spec in apps:
+    for spec in [*apps, *([stripe] if stripe is not None else [])]:
         if procs.port_in_use(spec.host, spec.port):
             raise SandboxError(f"cannot start {spec.app_id}: port {spec.port} on {spec.host} is already in use")
     token = env.get(ENV_ADMIN_TOKEN) or os.environ.get(ENV_ADMIN_TOKEN) or secrets.token_urlsafe(32)
-    child_env = _child_env(token, apps, flags, env, dedupe_window_s)
+    child_env = _child_env(token, apps, flags, env, dedupe_window_s, stripe)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     pids: dict[str, int] = {}
+    stripe_pid: int | None = None
     try:
+        if stripe is not None:
+            log = state_dir / "logs" / f"{STRIPE_ID}.log"
+            stripe_pid = procs.spawn_command(procs.stripe_command(stripe.host, stripe.port, state_dir), state_dir,
+                                             child_env, log)
         for spec in apps:
             log = state_dir / "logs" / f"{spec.app_id}.log"
             pids[spec.app_id] = procs.spawn(spec.app_id, spec.host, spec.port, state_dir, child_env, log)
         # Recorded before the wait, so that `down` finds the processes even if this caller dies now.
-        state = SandboxState(state_dir=state_dir, apps=wanted, pids=pids, admin_token=token, started_at=started_at)
+        state = SandboxState(state_dir=state_dir, apps=wanted, pids=pids, admin_token=token, started_at=started_at,
+                             stripe_url=wanted_stripe, stripe_pid=stripe_pid)
         _write_state(state)
-        _wait_healthy(apps, pids, state_dir, timeout_s)
+        waited = {**pids, **({STRIPE_ID: stripe_pid} if stripe_pid is not None else {})}
+        _wait_healthy([*apps, *([stripe] if stripe is not None else [])], waited, state_dir, timeout_s)
     except BaseException:
-        procs.stop(pids.values(), timeout_s=2.0)
+        procs.stop([*pids.values(), *([stripe_pid] if stripe_pid is not None else [])], timeout_s=2.0)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         raise
     return state
@@ -265,20 +325,19 @@ def status(state_dir: Path) -> SandboxState | None:
     """The recorded sandbox while at least one of its processes runs; None otherwise."""
     state_dir = Path(state_dir).resolve()
     state = _load(state_dir)
-    if state is None:
-        return None
-    if not any(procs.is_sandbox_app(pid, app_id, state_dir) for app_id, pid in state.pids.items()):
+    if state is None or not state.processes_alive():
         return None
     return state
 
 
 def down(state_dir: Path, *, timeout_s: float = 5) -> list[str]:
-    """Stop the recorded apps; the ids of those that were running."""
+    """Stop the recorded apps and the local Stripe API; the ids of the apps that were running."""
     state_dir = Path(state_dir).resolve()
     state = _load(state_dir)
     if state is None:
         return []
     running = {app_id: pid for app_id, pid in state.pids.items() if procs.is_sandbox_app(pid, app_id, state_dir)}
-    procs.stop(running.values(), timeout_s)
+    stripe = [state.stripe_pid] if state.stripe_pid and procs.is_sandbox_stripe(state.stripe_pid, state_dir) else []
+    procs.stop([*running.values(), *stripe], timeout_s)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return list(running)

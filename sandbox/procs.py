@@ -3,8 +3,9 @@
 The launcher may be asked to stop processes it did not start itself (``readiness sandbox
 down`` in a new shell), identified only by pids in ``sandbox.json``. A pid can be reused
 by an unrelated process after a crash, so before signalling anything we check on Linux
-that the pid's command line is ``… -m sandbox serve --app <id> … --state-dir <dir>``;
-elsewhere we fall back to "the pid exists". Each app runs in its own session
+that the pid's command line is ``… -m sandbox serve --app <id> … --state-dir <dir>`` (for
+the local Stripe API, ``… -m sandbox.stripe_local … --state-dir <dir>``); elsewhere we
+fall back to "the pid exists". Each process runs in its own session
 (``start_new_session``), so its whole process group is signalled, never anything else.
 """
 
@@ -42,11 +43,31 @@ def serve_command(app_id: str, host: str, port: int, state_dir: Path) -> list[st
     ]
 
 
+def stripe_command(host: str, port: int, state_dir: Path) -> list[str]:
+    """The sandbox's local Stripe API (:mod:`sandbox.stripe_local`)."""
+    return [
+        sys.executable,
+        "-m",
+        "sandbox.stripe_local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+    ]
+
+
 def spawn(app_id: str, host: str, port: int, state_dir: Path, env: Mapping[str, str], log: Path) -> int:
     """Start one app process in its own session, output appended to ``log``; its pid."""
+    return spawn_command(serve_command(app_id, host, port, state_dir), state_dir, env, log)
+
+
+def spawn_command(command: list[str], state_dir: Path, env: Mapping[str, str], log: Path) -> int:
+    """Start ``command`` in its own session from ``state_dir``, output appended to ``log``; its pid."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            serve_command(app_id, host, port, state_dir),
+            command,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -104,6 +125,20 @@ def is_sandbox_app(pid: int, app_id: str, state_dir: Path) -> bool:
     except ValueError:
         return False
     return "sandbox" in args and "serve" in args and args[at + 1 : at + 2] == [app_id] and str(state_dir) in args
+
+
+def is_sandbox_stripe(pid: int, state_dir: Path) -> bool:
+    """True when ``pid`` is alive and is the local Stripe API of the sandbox in ``state_dir``."""
+    if not is_alive(pid):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.exists():
+        return True
+    try:
+        args = cmdline.read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "sandbox.stripe_local" in args and str(state_dir) in args
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -265,16 +265,15 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
 
 
 def stripe_price_step(phase: Phase) -> pd.DataFrame:
-    """Resolve-or-create of the micro price; recorded as SKIPPED in this version (no payments phase)."""
-    p = phase.params.stripe
-    check = Check(id="inventory.gate.stripe_price", phase=phase.name, status=Status.SKIPPED,
-                  title=f"Stripe price '{p.product_name}' ({p.micro_amount_cents} {p.currency} cents) resolved",
-                  observed=p.price_id_micro_sku, tags=("gate", "dependency_health"), severity="P1",
-                  detail="resolve-or-create of the micro price is not part of this version of the suite; "
-                         "the gate does not count it")
-    phase.record([check])
-    return pd.DataFrame([{"price_id_micro_sku": p.price_id_micro_sku, "status": str(check.status),
-                          "reason": check.detail}])
+    """Resolve-or-create the micro price on Stripe (or check the configured one) and record its id."""
+    from readiness.monetization import PRICE, price_step  # monetization uses this module's write guard
+
+    checks, res = price_step(phase, "inventory.gate.stripe_price", tags=("gate", "dependency_health"))
+    phase.record(checks)
+    gate = checks[-1]
+    return pd.DataFrame([{"price_id": res.price_id if res else None, "found_by": res.how if res else None,
+                          "amount_cents": res.unit_amount if res else None, "currency": res.currency if res else None,
+                          "status": str(gate.status), "detail": gate.detail, "evidence": PRICE}])
 
 
 def go_no_go(phase: Phase) -> pd.DataFrame:

@@ -13,18 +13,18 @@ threshold makes every verdict downstream wrong. Errors name the field
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from readiness.params_apps import HTTP_METHODS, App, Route, Slo, is_loopback
+from readiness.params_contracts import B2B, Funnels, Hardening, TelemetryContract
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
     Approval,
@@ -41,14 +41,15 @@ from readiness.params_sections import (
     Windows,
 )
 
+__all__ = ["HTTP_METHODS", "PHASES", "App", "ConfigFileError", "Params", "ParamsError", "Route", "Slo", "interpolate",
+           "format_validation_error", "is_loopback", "load_params", "parse_params", "read_yaml"]
+
 PHASES = (
     "00_inventory", "01_smoke", "02_latency_profile", "03_baseline_load", "04_funnels",
     "05_monetization", "06_telemetry_contract", "07_activation_growth", "08_learning_autonomy",
     "09_resiliency", "10_security_ops", "11_readiness_score",
 )
-HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 SMOKE_ENDPOINTS = 3  # health, ready and one action per app, probed in turn
-_APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 class ConfigFileError(Exception):
@@ -66,112 +67,6 @@ class ParamsError(ConfigFileError):
     """Invalid parameters (exit code 2, nothing written)."""
 
     what = "parameters"
-
-
-class Route(StrictModel):
-    """An HTTP route of an app, named so that checks and history can refer to it."""
-
-    name: str = Field(min_length=1)
-    method: str = "GET"
-    path: str
-    hot_path: bool = False
-    body: dict[str, Any] | None = None  # JSON sent when probing a mutating route (synthetic data)
-    remediation: str | None = None  # named in the report when the route misses its target
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        if v.upper() not in HTTP_METHODS:
-            raise ValueError(f"unknown HTTP method {v!r} (expected one of {', '.join(HTTP_METHODS)})")
-        return v.upper()
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
-
-
-class Slo(StrictModel):
-    """Per-app SLO. Fields left out take the global ``thresholds`` (see Params._slo_defaults)."""
-
-    p95_ms: float = Field(default=120, gt=0)
-    error_rate_max: float = Field(default=0.01, gt=0, lt=1)
-    availability: float = Field(default=0.999, gt=0, le=1)
-
-
-class App(StrictModel):
-    """One service of the ecosystem (SPEC §0)."""
-
-    id: str
-    name: str = Field(min_length=1)
-    role: str = Field(min_length=1)
-    base_url: str
-    owner: str = Field(min_length=1)
-    health_path: str = "/health"
-    ready_path: str = "/ready"
-    smoke_action: Route
-    critical_routes: list[Route] = Field(default_factory=list)
-    mutating_routes: list[Route] = Field(default_factory=list)
-    slo: Slo = Field(default_factory=Slo)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _APP_ID.match(v):
-            raise ValueError(f"app id must be a letter followed by letters, digits, '-' or '_' (max 32), got {v!r}")
-        return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid URL {v!r}: expected http(s)://host[:port]")
-        try:
-            _ = parts.port  # urlsplit validates the port lazily
-        except ValueError:
-            raise ValueError(f"invalid URL {v!r}: bad port") from None
-        if parts.query or parts.fragment:
-            raise ValueError(f"invalid URL {v!r}: a base URL has no query or fragment")
-        return v.rstrip("/")
-
-    @field_validator("health_path", "ready_path")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _unique_routes(self) -> App:
-        names = [r.name for r in self.critical_routes + self.mutating_routes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate route names: {', '.join(dupes)}")
-        return self
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Params(StrictModel):
@@ -193,6 +88,10 @@ class Params(StrictModel):
     stripe: Stripe = Field(default_factory=Stripe)
     http: HttpLimits = Field(default_factory=HttpLimits)
     sandbox: Sandbox = Field(default_factory=Sandbox)
+    funnels: Funnels = Field(default_factory=Funnels)
+    hardening: Hardening = Field(default_factory=Hardening)
+    b2b: B2B = Field(default_factory=B2B)
+    telemetry_contract: TelemetryContract = Field(default_factory=TelemetryContract)
     telemetry_app: str = "A8"
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder
@@ -228,6 +127,39 @@ class Params(StrictModel):
             raise ValueError(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
         return v
 
+
+    def _contract_cross_checks(self, ids: set[str]) -> None:
+        """Apps, identities and secrets *set* in the contract phases' sections must exist.
+
+        Defaults name the sandbox's roles (A7 landing, A1 identity…); an ecosystem without
+        those apps that never mentions the section is not wrong, its phase reports what
+        is missing instead.
+        """
+        def known(section: Any, where: str, field: str, app: str) -> None:
+            if field in section.model_fields_set and app not in ids:
+                raise ValueError(f"{where}.{field}: unknown app {app!r}")
+        f = self.funnels
+        for name in ("landing_app", "identity_app", "student_app"):
+            known(f, "funnels", name, getattr(f, name))
+        if "session_cookies" in f.model_fields_set:
+            for i, cookie in enumerate(f.session_cookies):
+                if cookie.app not in ids:
+                    raise ValueError(f"funnels.session_cookies[{i}].app: unknown app {cookie.app!r}")
+        if f.oidc_client_secret not in self.secrets.names and "oidc_client_secret" in f.model_fields_set:
+            raise ValueError(f"funnels.oidc_client_secret: {f.oidc_client_secret!r} is not in secrets.names")
+        for name in ("landing_app", "portal_app"):
+            known(self.b2b, "b2b", name, getattr(self.b2b, name))
+        known(self.telemetry_contract, "telemetry_contract", "probe_app", self.telemetry_contract.probe_app)
+        for event, producer in self.telemetry_contract.producers.items():
+            if producer not in PHASES:
+                raise ValueError(f"telemetry_contract.producers.{event}: unknown phase {producer!r}")
+        for i, route in enumerate(self.hardening.routes):
+            if route.app not in ids:
+                raise ValueError(f"hardening.routes[{i}].app: unknown app {route.app!r}")
+            if route.identity not in self.synthetic.identities:
+                raise ValueError(f"hardening.routes[{i}].identity: {route.identity!r} is not one of "
+                                 f"synthetic.identities ({', '.join(sorted(self.synthetic.identities))})")
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Params:
         ids = {a.id for a in self.apps}
@@ -255,6 +187,7 @@ class Params(StrictModel):
                 raise ValueError(f"latency.compare_flags[{i}].app: unknown app {cmp.app!r}")
             if cmp.route not in {r.name for r in self.app(cmp.app).critical_routes}:
                 raise ValueError(f"latency.compare_flags[{i}].route: {cmp.route!r} is not a critical route of {cmp.app}")
+        self._contract_cross_checks(ids)
         if self.latency.compare_flags and self.target != "sandbox":
             raise ValueError("latency.compare_flags: flags can only be switched on the bundled sandbox")
         if self.target == "sandbox":

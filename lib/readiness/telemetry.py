@@ -43,6 +43,8 @@ class TelemetrySource(Protocol):
 
     async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]: ...
 
+    async def copies(self, *, trace_id: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]: ...
+
 
 class A8HttpSource:
     """Reads the A8 query API (``/api/telemetry/events``, ``/api/telemetry/stats``)."""
@@ -109,6 +111,20 @@ class A8HttpSource:
         data = await self._get("/api/telemetry/stats", {"since": iso(since), "until": iso(until)})
         return {k: int(data[k]) for k in ("received", "accepted", "duplicates", "rejected")}
 
+    async def copies(self, *, trace_id: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+        """Every stored copy of one trace's events, duplicates included.
+
+        :meth:`events` folds copies of the same (trace_id, idempotency_key) into one, which
+        is right for counting what happened and wrong for auditing the store's dedupe: a
+        duplicate the store failed to drop must be seen as two rows.
+        """
+        data = await self._get("/api/telemetry/events", {
+            "since": iso(since), "until": iso(until), "trace_id": trace_id, "limit": self.page_size})
+        page = list(data["events"] if isinstance(data, dict) else data)
+        if len(page) >= self.page_size:
+            raise TelemetryUnavailable(f"trace {trace_id} holds {self.page_size} or more events; cannot count copies")
+        return page
+
 
 class JsonlSource:
     """Reads an exported JSONL file of events (one JSON object per line)."""
@@ -146,3 +162,7 @@ class JsonlSource:
     async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
         n = len(await self.events(since=since, until=until))
         return {"received": n, "accepted": n, "duplicates": 0, "rejected": 0}
+
+    async def copies(self, *, trace_id: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+        """Every line of the export with this trace id in the window (an export keeps duplicates as lines)."""
+        return [e for e in await self.events(since=since, until=until, limit=10**9) if e.get("trace_id") == trace_id]

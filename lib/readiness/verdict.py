@@ -26,8 +26,6 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
-from statsmodels.stats.proportion import proportion_confint
 
 from readiness.check import Check, Status
 from readiness.latency_stats import Samples, quantile_difference
@@ -40,87 +38,17 @@ from readiness.quantiles import (
     quantile_interval,
     quantile_label,
 )
+from readiness.rates import (
+    as_count,
+    as_counts,
+    as_unit,
+    min_n_for_error_rate,
+    min_n_for_rate,
+    min_n_for_share_width,
+    wilson_interval,
+)
 
 NO_DATA = "no data"
-
-
-def _count(value: Any, name: str, where: str) -> int:
-    try:
-        count = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{where}: {name} must be an integer, got {value!r}") from None
-    if count < 0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {count}")
-    return count
-
-
-def _counts(k: Any, n: Any, k_name: str, where: str) -> tuple[int, int]:
-    k_i, n_i = _count(k, k_name, where), _count(n, "n", where)
-    if k_i > n_i:
-        raise ValueError(f"{where}: {k_name} must be between 0 and n={n_i}, got {k_i}")
-    return k_i, n_i
-
-
-def _open_unit(value: Any, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value < 1.0:
-        raise ValueError(f"{where}: {name} must be strictly between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (statsmodels), within [0, 1].
-
-    Chosen over the normal approximation because it never leaves [0, 1] and keeps close
-    to nominal coverage at 0/n and n/n, where readiness checks mostly live.
-    """
-    where = "wilson_interval"
-    successes, n = _counts(successes, n, "successes", where)
-    confidence = _open_unit(confidence, "confidence", where)
-    if n == 0:
-        raise ValueError("wilson_interval: no trials (n=0), a proportion has no interval without data")
-    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
-    # The score interval reaches 0 exactly at x = 0 and 1 exactly at x = n; pin those ends
-    # so rounding (0.9999999999999999) cannot make a perfect record look imperfect.
-    low = 0.0 if successes == 0 else max(0.0, float(low))
-    high = 1.0 if successes == n else min(1.0, float(high))
-    return low, high
-
-
-def _z(confidence: float) -> float:
-    return float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
-
-
-def _settle(start: int, ok: Callable[[int], bool]) -> int:
-    """Smallest n >= 1 with ok(n), starting from a closed-form guess; ok is monotone."""
-    n = max(1, start)
-    while not ok(n):
-        n += 1
-    while n > 1 and ok(n - 1):
-        n -= 1
-    return n
-
-
-def min_n_for_rate(target: float, confidence: float = 0.95) -> int:
-    """Smallest n at which a perfect record (n/n) has a Wilson lower bound >= target.
-
-    Closed form: the lower bound of n/n is n / (n + z^2), so n >= target z^2 / (1 - target);
-    settled against :func:`wilson_interval` so it agrees with the rule exactly.
-    """
-    target = _open_unit(target, "target", "min_n_for_rate")
-    z2 = _z(confidence) ** 2
-    return _settle(math.ceil(target * z2 / (1.0 - target)),
-                   lambda n: wilson_interval(n, n, confidence)[0] >= target)
-
-
-def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
-    """Smallest n at which zero errors give a Wilson upper bound < max_rate.
-
-    Closed form: the upper bound of 0/n is z^2 / (n + z^2), so n > z^2 (1 - max) / max.
-    """
-    max_rate = _open_unit(max_rate, "max_rate", "min_n_for_error_rate")
-    z2 = _z(confidence) ** 2
-    return _settle(math.floor(z2 * (1.0 - max_rate) / max_rate) + 1,
-                   lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
 
 
 def _join(computed: str, extra: str) -> str:
@@ -140,8 +68,8 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     """The Wilson rule shared by success rates (must reach a target) and error rates
     (must stay below a maximum): the bound on the good side decides PASS, the bound on
     the bad side decides FAIL, an interval across the threshold is INCONCLUSIVE."""
-    count, n = _counts(count, n, count_name, where)
-    threshold = _open_unit(threshold, threshold_name, where)
+    count, n = as_counts(count, n, count_name, where)
+    threshold = as_unit(threshold, threshold_name, where)
     common = {**fields, "threshold": threshold, "comparator": ">=" if higher_is_better else "<",
               "unit": "ratio", "n": n}
     if n == 0:
@@ -186,6 +114,37 @@ def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, targe
                          threshold=target, threshold_name="target", higher_is_better=True,
                          confidence=confidence, detail=detail,
                          fields=_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: float, max_width: float,
+                confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+                detail: str = "") -> Check:
+    """A share that must *equal* ``rate`` (e.g. a 10% sampling policy): PASS when the Wilson
+    interval contains ``rate`` and is at most ``max_width`` wide, FAIL when it excludes
+    ``rate``, INCONCLUSIVE otherwise — a wide interval containing the rate proves nothing;
+    the detail then names about how many trials would decide."""
+    where = f"share_check {id}"
+    arrived, n = as_counts(arrived, n, "arrived", where)
+    rate, max_width = as_unit(rate, "rate", where), as_unit(max_width, "max_width", where)
+    fields = {**_fields(id, phase, title, app, window, severity, tags, evidence), "threshold": rate,
+              "comparator": "==", "unit": "ratio", "n": n}
+    if n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **fields)
+    low, high = wilson_interval(arrived, n, confidence)
+    shown = f"Wilson {format_percent(confidence)} interval [{format_percent(low)}, {format_percent(high)}]"
+    record = f"({arrived}/{n} arrived)"
+    if high < rate or low > rate:
+        status, text = Status.FAIL, f"{shown} excludes {format_percent(rate)} {record}"
+    elif high - low > max_width:
+        status = Status.INCONCLUSIVE
+        text = (f"{shown} contains {format_percent(rate)} but is {format_percent(high - low)} wide, more than "
+                f"{format_percent(max_width)}; about n ≥ {min_n_for_share_width(rate, max_width, confidence)} "
+                f"probes decide {record}")
+    else:
+        status, text = Status.PASS, f"{shown} contains {format_percent(rate)} {record}"
+    return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, detail=_join(text, detail),
+                 **fields)
 
 
 def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,
@@ -331,7 +290,7 @@ def value_check(*, id: str, phase: str, title: str, observed: float | str | bool
     where = f"value_check {id}"
     if comparator not in _COMPARE:
         raise ValueError(f"{where}: comparator must be one of {tuple(_COMPARE)}, got {comparator!r}")
-    n = _count(n, "n", where)
+    n = as_count(n, "n", where)
     common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
               "threshold": expected, "comparator": comparator, "unit": unit}
     if observed is None or (isinstance(observed, float) and math.isnan(observed)):

@@ -1,11 +1,12 @@
-"""A1 — identity: the OpenID Connect discovery document, built from settings in SQLite.
+"""A1 — identity: the OpenID Connect discovery document and the flow it announces.
 
 The discovery document is the first thing a relying party fetches, so it is A1's safe
 smoke action. Its issuer is the app's own base URL and every endpoint is derived from a
 path stored in the ``oidc_settings`` table, so the document always agrees with where
-the app actually listens. The document announces the endpoints of the authorization
-code flow (authorize, token, userinfo, JWKS); those flow endpoints are not served by
-this version of the app.
+the app actually listens. The endpoints it announces (authorize, token, userinfo, JWKS)
+are served by :mod:`sandbox.apps.a1_oidc` and :mod:`sandbox.apps.a1_tokens`; the session cookie and the ``identity``
+fault knob are described in :mod:`sandbox.apps.a1_policy`, the signing keys in
+:mod:`sandbox.apps.a1_keys`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a1_oidc import SCHEMA as OIDC_SCHEMA
+from sandbox.apps.a1_oidc import oidc_routes, seed_clients, setup_oidc
+from sandbox.apps.a1_tokens import token_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 
 SCHEMA = """
@@ -31,7 +35,7 @@ SETTINGS: dict[str, object] = {
     "userinfo_path": "/oauth2/userinfo",
     "jwks_path": "/.well-known/jwks.json",
     "response_types_supported": ["code"],
-    "grant_types_supported": ["authorization_code", "refresh_token"],
+    "grant_types_supported": ["authorization_code"],
     "subject_types_supported": ["public"],
     "id_token_signing_alg_values_supported": ["RS256"],
     "scopes_supported": ["openid", "email", "profile"],
@@ -51,6 +55,7 @@ ENDPOINT_FIELDS = {
 
 def seed(ctx: AppContext) -> None:
     ctx.db.seed("oidc_settings", ("key", "value"), [(k, json.dumps(v)) for k, v in SETTINGS.items()])
+    seed_clients(ctx)
 
 
 def discovery(request: Request) -> Response:
@@ -69,7 +74,7 @@ def discovery(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/.well-known/openid-configuration", discovery, methods=["GET"])]
+    return [Route("/.well-known/openid-configuration", discovery, methods=["GET"]), *oidc_routes(), *token_routes()]
 
 
-DEFINITION = AppDefinition(app_id="A1", schema=SCHEMA, seed=seed, routes=routes)
+DEFINITION = AppDefinition(app_id="A1", schema=SCHEMA + OIDC_SCHEMA, seed=seed, routes=routes, setup=setup_oidc)

@@ -4,6 +4,10 @@ A2 is where fix A of the staging runbook lives: in the "before" state the app ha
 liveness, and ``/ready`` answers 404 exactly like an unknown path. With the flag
 ``a2_readiness`` ON it gains the deep readiness check every other app has; turning the
 flag OFF restores the 404 on the next request (the rollback the audit verifies).
+
+The learner's way in — sign-in with A1, checkout on A5, first page from A3 — is in
+:mod:`sandbox.apps.a2_onboarding`; the learner API (``/api/me``, AI actions that take
+credits) in :mod:`sandbox.apps.a2_actions`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a2_actions import SCHEMA as ACTIONS_SCHEMA
+from sandbox.apps.a2_actions import action_routes
+from sandbox.apps.a2_onboarding import SCHEMA as ONBOARDING_SCHEMA
+from sandbox.apps.a2_onboarding import onboarding_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 
 SCHEMA = """
@@ -45,7 +53,8 @@ def list_courses(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/api/courses", list_courses, methods=["GET"])]
+    return [Route("/api/courses", list_courses, methods=["GET"]), *onboarding_routes(), *action_routes()]
 
 
-DEFINITION = AppDefinition(app_id="A2", schema=SCHEMA, seed=seed, routes=routes, ready_flag="a2_readiness")
+DEFINITION = AppDefinition(app_id="A2", schema=SCHEMA + ONBOARDING_SCHEMA + ACTIONS_SCHEMA, seed=seed, routes=routes,
+                           ready_flag="a2_readiness")

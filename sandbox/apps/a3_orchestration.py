@@ -2,6 +2,9 @@
 
 Its smoke action reports the state of those runs from SQLite: each run with its progress,
 counts per state, and the depth of A3's work queue (the backlog an operator would watch).
+
+``POST /api/pages`` builds and publishes a learner's page (the student app asks for the
+first page right after checkout); see :mod:`sandbox.apps.a3_pages`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a3_pages import SCHEMA as PAGES_SCHEMA
+from sandbox.apps.a3_pages import page_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.web import utc_now_iso
 
@@ -53,7 +58,7 @@ def runs_status(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/api/runs/status", runs_status, methods=["GET"])]
+    return [Route("/api/runs/status", runs_status, methods=["GET"]), *page_routes()]
 
 
-DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA, seed=seed, routes=routes)
+DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA + PAGES_SCHEMA, seed=seed, routes=routes)

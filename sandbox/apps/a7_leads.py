@@ -42,8 +42,8 @@ from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.delivery import KIND, DeliveryWorkers
 from sandbox.common.events import request_tags
+from sandbox.common.idempotency import idempotency_scope
 from sandbox.common.mailer import KNOB, Delivery, MailerError, MailRelay
-from sandbox.common.middleware import MAX_TAG
 from sandbox.common.web import BadBody, json_error, missing_contract_headers, read_json, utc_now_iso
 
 FLAG = "a7_async_leads"
@@ -109,17 +109,6 @@ def validate_lead(body: Any) -> LeadForm:
         )
     return LeadForm(email=email, name=name.strip(), source=source,
                     tags=dict(tags) if isinstance(tags, dict) else list(tags))
-
-
-def idempotency_scope(request: Request) -> str:
-    """Whose key this is: the synthetic identity, else the credential's digest, else global."""
-    identity = request.headers.get("x-synthetic-identity", "").strip()
-    if identity:
-        return f"identity:{identity[:MAX_TAG]}"
-    credential = request.headers.get("authorization", "").strip()
-    if credential:
-        return "auth:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
-    return "global"
 
 
 @dataclasses.dataclass

@@ -7,22 +7,32 @@ served at ``/<slug>``; the home page is the shared base page at ``/``.
 
 Lead capture (``/api/leads``, the mailer and its delivery workers) is described in
 :mod:`sandbox.apps.a7_leads`; its routes come before the ``/{slug}`` pages.
+
+``/get-started`` is the B2C landing page: its call to action starts sign-up at the
+student app (A2 ``/signup/start``), which sends the browser on to A1's authorize
+endpoint with the sandbox client id and A2's callback. The landing link's ``utm_*`` and
+``ref`` parameters are carried over, so the learner's attribution survives the sign-in.
 """
 
 from __future__ import annotations
 
 import html
+from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a7_cta import cta_routes
 from sandbox.apps.a7_lead_store import SCHEMA as LEAD_SCHEMA
 from sandbox.apps.a7_leads import lead_admin_routes, lead_routes, setup_leads
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 
 SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+LANDING_PATH = "/get-started"
+ATTRIBUTION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "ref")
+MAX_ATTRIBUTION = 100
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -76,10 +86,62 @@ def page(request: Request) -> Response:
     )
 
 
+# The page reports its call to action the way a real marketing page does: it asks for the
+# bandit's configuration (bandit_config), beacons the impression (cta_impression) and, on
+# a click, the click (cta_emitted) before following the link. Beacons carry the contract
+# headers; a failed beacon never blocks the visitor.
+CTA_SCRIPT = """
+(function () {
+  var link = document.getElementById("signup-cta");
+  if (!link) { return; }
+  var page = location.pathname;
+  function beacon(path, body) {
+    return fetch(path, {method: "POST", keepalive: true, headers: {"Content-Type": "application/json",
+      "X-Idempotency-Key": crypto.randomUUID(), "X-Trace-Id": crypto.randomUUID().replace(/-/g, "")},
+      body: JSON.stringify(body)}).catch(function () {});
+  }
+  var arm = "signup_hero";
+  fetch("/api/cta/config").then(function (r) { return r.json(); }).then(function (config) {
+    if (config.arm_weights && !(arm in config.arm_weights)) { arm = Object.keys(config.arm_weights)[0]; }
+  }).catch(function () {}).finally(function () { beacon("/api/cta/impressions", {arm_id: arm, page: page}); });
+  link.addEventListener("click", function (event) {
+    event.preventDefault();
+    var go = function () { location.href = link.href; };
+    Promise.race([beacon("/api/cta/clicks", {arm_id: arm, page: page, target: new URL(link.href).pathname}),
+                  new Promise(function (done) { setTimeout(done, 1000); })]).then(go, go);
+  });
+})();
+"""
+
+
+def landing(request: Request) -> Response:
+    """The B2C landing page; its call to action links to A2's sign-up start with the attribution."""
+    ctx = ctx_of(request)
+    a2 = ctx.config.app_urls.get("A2")
+    attribution = {k: request.query_params[k][:MAX_ATTRIBUTION] for k in ATTRIBUTION_KEYS
+                   if request.query_params.get(k)}
+    query = urlencode(attribution)
+    if a2:
+        href = html.escape(f"{a2}/signup/start" + (f"?{query}" if query else ""))
+        cta = f'<a id="signup-cta" data-testid="signup-cta" href="{href}">Start learning free</a>'
+    else:
+        cta = '<p id="signup-unavailable">Sign-up is unavailable: the student app is not part of this sandbox.</p>'
+    canonical = html.escape(f"{ctx.config.base_url}{LANDING_PATH}")
+    return HTMLResponse(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Get started</title>'
+        '<meta name="description" content="Create your learner account and get three AI credits.">'
+        f'<link rel="canonical" href="{canonical}"></head><body><h1>Learn faster with an AI tutor</h1>'
+        f"<p>Create your account, unlock the Micro QA pack and get your first page in minutes.</p>{cta}"
+        f"<script>{CTA_SCRIPT}</script></body></html>"
+    )
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/sitemap.xml", sitemap, methods=["GET"]),
+        Route(LANDING_PATH, landing, methods=["GET"]),
         *lead_routes(),
+        *cta_routes(),
         Route("/{slug}", page, methods=["GET"]),
     ]
 

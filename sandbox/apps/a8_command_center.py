@@ -1,4 +1,4 @@
-"""A8 — command center: telemetry ingest and queries, and the tiles its dashboards show.
+"""A8 — command center: telemetry ingest and queries, tiles, incident banners, dashboard.
 
 Ingest (``POST /api/telemetry/events``) checks, in order: the telemetry key when
 ``A8_TELEMETRY_KEY`` is configured (401), the contract headers (428), the body shape,
@@ -6,14 +6,29 @@ then each event on its own (see :mod:`sandbox.telemetry.schema`); it answers 202
 accepted, duplicate and rejected counts. Requests refused at the door (401, 428, a body
 that is not JSON) are not ingest attempts and are not counted in ``/api/telemetry/stats``.
 
+Two kinds of dedupe work together. Each *event* is deduplicated on its own
+``idempotency_key`` + ``trace_id`` within the window, whoever sends it (the store). Each
+*batch* follows the shared idempotency contract on its ``X-Idempotency-Key``
+(:mod:`sandbox.common.idempotency`): a replay of the same batch gets the stored answer
+(status and body, ``Idempotent-Replayed: true``) without a second ingest attempt, the
+same key with another body is 422, and 409 while the first is still being ingested. Batch
+keys belong to their caller and expire with the same dedupe window, which
+``PUT /admin/config`` changes for both at once. An emitter retrying a batch whose answer
+it lost therefore sees the original 202 and counts the batch as delivered.
+
 A8 records its own served requests straight into the store through :class:`StoreSink`,
-with the same event shape the other apps send over HTTP. Tiles are defined in the
-``tile_defs`` table (id, title, metric, window) and computed from the store on request.
-The query API is read-only and needs no key.
+with the same event shape the other apps send over HTTP. The query API is read-only and
+needs no key.
+
+The rest of the command center lives in one module per concept: tiles and their exports
+(:mod:`sandbox.apps.a8_tiles`, demo mode included), incident banners
+(:mod:`sandbox.apps.a8_banners`, fix C) and the ``/dashboard`` page
+(:mod:`sandbox.apps.a8_dashboard`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -22,18 +37,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps import a8_banners, a8_tiles
+from sandbox.apps.a8_dashboard import dashboard
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.emitter import Event
+from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
 from sandbox.common.web import (
     BadBody,
     bearer_token,
-    contract_json,
     json_error,
     parse_iso8601,
     read_json,
     token_matches,
-    utc_now_iso,
 )
 from sandbox.telemetry.store import SCHEMA as STORE_SCHEMA
 from sandbox.telemetry.store import TelemetryStore
@@ -42,26 +58,10 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_DEDUPE_WINDOW_S = 86_400.0
+INGEST_ROUTE = "/api/telemetry/events"
+PURGE_EVERY_S = 60.0
 
-SCHEMA = (
-    STORE_SCHEMA
-    + """
-CREATE TABLE IF NOT EXISTS tile_defs (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    metric TEXT NOT NULL CHECK (metric IN ('requests', 'errors', 'p95_ms', 'acceptance')),
-    window_s REAL NOT NULL CHECK (window_s > 0),
-    position INTEGER NOT NULL
-);
-"""
-)
-
-TILE_DEFS = [
-    ("requests_per_app", "Requests per app (last minute)", "requests", 60, 1),
-    ("errors_per_app", "Server errors per app (last minute)", "errors", 60, 2),
-    ("p95_ms_per_app", "P95 latency per app, ms (last minute)", "p95_ms", 60, 3),
-    ("telemetry_acceptance", "Telemetry acceptance (last 5 minutes)", "acceptance", 300, 4),
-]
+SCHEMA = STORE_SCHEMA + a8_tiles.SCHEMA + a8_banners.SCHEMA
 
 
 class StoreSink:
@@ -77,39 +77,85 @@ class StoreSink:
         """Nothing to release: the store's database is closed with the app."""
 
 
+class BatchKeys:
+    """The ingest route's idempotency store, purged of expired batch keys now and then.
+
+    Every emitter batch leaves a key behind, and the store only drops an expired key when
+    the same key comes back, so without a purge the file would grow with the traffic.
+    """
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.store = store
+        self._next_purge = 0.0
+        self._lock = threading.Lock()
+
+    def purge_due(self) -> bool:
+        """Whether this request should purge the expired keys (true at most once per :data:`PURGE_EVERY_S`)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_purge:
+                return False
+            self._next_purge = now + PURGE_EVERY_S
+            return True
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def store_of(request: Request) -> TelemetryStore:
     store: TelemetryStore = ctx_of(request).services["store"]
     return store
 
 
-def seed(ctx: AppContext) -> None:
-    ctx.db.seed("tile_defs", ("id", "title", "metric", "window_s", "position"), TILE_DEFS)
+def batch_keys_of(request: Request) -> BatchKeys:
+    keys: BatchKeys = ctx_of(request).services["batch_keys"]
+    return keys
 
 
 def setup(ctx: AppContext) -> None:
-    ctx.services["store"] = TelemetryStore(ctx.db, ctx.config.dedupe_window_s)
+    store = TelemetryStore(ctx.db, ctx.config.dedupe_window_s)
+    ctx.services["store"] = store
+    ctx.services["batch_keys"] = BatchKeys(IdempotencyStore(ctx.config.db_path("idempotency"),
+                                                            ctx.config.dedupe_window_s))
+    board = a8_banners.BannerBoard(ctx, store)
+    board.start()
+    ctx.services["banners"] = board
+
+
+def _events_of(body: Any) -> list[Any] | Outcome:
+    """The events of a batch (``{"events": [...]}``) or of a single event, or the 422 refusing the shape."""
+    if isinstance(body, dict) and "events" in body:
+        events = body["events"]
+        if not isinstance(events, list):
+            return Outcome(422, {"error": "events must be a list"})
+    elif isinstance(body, dict):
+        events = [body]
+    else:
+        return Outcome(422, {"error": 'body must be an event object or {"events": [...]}'})
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        return Outcome(422, {"error": f"events must hold at most {MAX_EVENTS_PER_REQUEST} events"})
+    return events
 
 
 async def ingest(request: Request) -> Response:
+    """``POST /api/telemetry/events`` (see the module docstring): 401, then the batch contract."""
     ctx = ctx_of(request)
     key = ctx.config.telemetry_key
     if key and not token_matches(bearer_token(request), key):
         return json_error(401, "telemetry key required: Authorization: Bearer <A8_TELEMETRY_KEY>")
-    body, refused = await contract_json(request)
-    if refused is not None:
-        return refused
-    if isinstance(body, dict) and "events" in body:
-        events = body["events"]
-        if not isinstance(events, list):
-            return json_error(422, "events must be a list")
-    elif isinstance(body, dict):
-        events = [body]
-    else:
-        return json_error(422, 'body must be an event object or {"events": [...]}')
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        return json_error(422, f"events must hold at most {MAX_EVENTS_PER_REQUEST} events")
-    result = await run_in_threadpool(store_of(request).ingest, events, "http")
-    return JSONResponse(result.as_json(), status_code=202)
+    store, keys = store_of(request), batch_keys_of(request)
+
+    async def work(body: Any) -> Outcome:
+        events = _events_of(body)
+        if isinstance(events, Outcome):
+            return events
+        result = await run_in_threadpool(store.ingest, events, "http")
+        return Outcome(202, result.as_json())
+
+    response = await run_idempotent(request, keys.store, INGEST_ROUTE, work)
+    if keys.purge_due():
+        await run_in_threadpool(keys.store.purge)
+    return response
 
 
 class QueryError(ValueError):
@@ -178,42 +224,9 @@ def stats(request: Request) -> Response:
     return JSONResponse(store_of(request).stats(since=since, until=until))
 
 
-TILE_REFRESH_S = 1.0
-_tile_cache: dict[str, Any] = {"at": 0.0, "body": None}
-
-
-def tiles(request: Request) -> Response:
-    """Every tile in ``tile_defs`` order; acceptance = (accepted + duplicates) / received.
-
-    Like a real dashboard backend, tiles are recomputed at most once per
-    ``TILE_REFRESH_S``: each one scans a minute of events, and a page polled by many
-    viewers must not scale that scan with the number of viewers.
-    """
-    now = time.time()
-    if _tile_cache["body"] is not None and now - _tile_cache["at"] < TILE_REFRESH_S:
-        return JSONResponse(_tile_cache["body"])
-    ctx = ctx_of(request)
-    store = store_of(request)
-    out = []
-    for d in ctx.db.query("SELECT id, title, metric, window_s FROM tile_defs ORDER BY position"):
-        if d["metric"] == "acceptance":
-            counts = store.stats(since=now - d["window_s"], until=None)
-            received = counts["received"]
-            ratio = (counts["accepted"] + counts["duplicates"]) / received if received else None
-            values: dict[str, Any] = {**counts, "ratio": ratio}
-        else:
-            values = store.per_app(d["metric"], now - d["window_s"])
-        out.append(
-            {"id": d["id"], "title": d["title"], "metric": d["metric"], "window_s": d["window_s"], "values": values}
-        )
-    body = {"generated_at": utc_now_iso(), "refresh_s": TILE_REFRESH_S, "tiles": out}
-    _tile_cache.update(at=now, body=body)
-    return JSONResponse(body)
-
-
 @require_admin
 async def admin_config(request: Request) -> Response:
-    """``GET``/``PUT /admin/config``: A8's runtime settings (today: the dedupe window)."""
+    """``GET``/``PUT /admin/config``: A8's runtime settings (today: the dedupe window of events and batches)."""
     store = store_of(request)
     if request.method == "PUT":
         try:
@@ -231,16 +244,23 @@ async def admin_config(request: Request) -> Response:
                 message = f"dedupe_window_s must be a number of seconds between 0 and {MAX_DEDUPE_WINDOW_S:g}"
                 return json_error(422, message, field="dedupe_window_s")
             store.dedupe_window_s = float(value)
+            batch_keys_of(request).store.window_s = float(value)
     return JSONResponse({"dedupe_window_s": store.dedupe_window_s})
 
 
 def routes() -> list[BaseRoute]:
     return [
-        Route("/api/telemetry/events", ingest, methods=["POST"]),
+        Route(INGEST_ROUTE, ingest, methods=["POST"]),
         Route("/api/telemetry/events", query_events, methods=["GET"]),
         Route("/api/telemetry/summary", summary, methods=["GET"]),
         Route("/api/telemetry/stats", stats, methods=["GET"]),
-        Route("/api/tiles", tiles, methods=["GET"]),
+        Route("/api/tiles", a8_tiles.tiles_endpoint, methods=["GET"]),
+        Route("/api/tiles/{tile_id}/export", a8_tiles.export_endpoint, methods=["GET"]),
+        Route("/api/banners", a8_banners.raise_endpoint, methods=["POST"]),
+        Route("/api/banners", a8_banners.list_endpoint, methods=["GET"]),
+        Route("/api/banners/{banner_id}", a8_banners.get_endpoint, methods=["GET"]),
+        Route("/api/banners/{banner_id}", a8_banners.clear_endpoint, methods=["DELETE"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
     ]
 
 
@@ -251,7 +271,7 @@ def admin_routes() -> list[BaseRoute]:
 DEFINITION = AppDefinition(
     app_id="A8",
     schema=SCHEMA,
-    seed=seed,
+    seed=a8_tiles.seed,
     routes=routes,
     admin_routes=admin_routes,
     setup=setup,

@@ -10,6 +10,10 @@ HTTP to record its own requests).
 A batch that fails to send is kept and retried on the next flushes (up to
 ``MAX_ATTEMPTS``) with the same ``X-Idempotency-Key`` and ``X-Trace-Id``, so a retry
 after a lost response cannot double-count: A8 deduplicates the events by their own keys.
+
+An optional *sampler* (:class:`sandbox.common.sampling.SamplingPolicy`) decides at the
+source which business events are shipped and stamps the rate on them; events it samples
+out are counted (``sampled_out``), never queued. Without a sampler every event ships.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ class Sink(Protocol):
     def send(self, events: list[Event], batch_key: str, batch_trace: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Sampler(Protocol):
+    """Decides at the source whether an event ships: the event to queue, or None."""
+
+    def admit(self, event: Event) -> Event | None: ...
 
 
 class HttpSink:
@@ -71,8 +81,10 @@ class Emitter:
         flush_interval_s: float = 0.25,
         max_queue: int = 10_000,
         should_drop: Callable[[], bool] = lambda: False,
+        sampler: Sampler | None = None,
     ) -> None:
         self.sink = sink
+        self.sampler = sampler
         self.flush_interval_s = flush_interval_s
         self.should_drop = should_drop
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=max_queue)
@@ -88,6 +100,7 @@ class Emitter:
             "dropped_after_retries": 0,
             "send_failures": 0,
             "no_sink": 0,
+            "sampled_out": 0,
         }
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -95,8 +108,14 @@ class Emitter:
             self._counts[key] += n
 
     def emit(self, event: Event) -> None:
-        """Queue one event; never blocks, never raises."""
+        """Queue one event (unless the sampler keeps it out); never blocks, never raises."""
         self._count("emitted")
+        if self.sampler is not None:
+            admitted = self.sampler.admit(event)
+            if admitted is None:
+                self._count("sampled_out")
+                return
+            event = admitted
         if self.sink is None:
             self._count("no_sink")
             return

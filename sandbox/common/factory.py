@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from sandbox.catalog import role
+from sandbox.common import sampling
 from sandbox.common.admin import admin_routes
 from sandbox.common.config import AppConfig
 from sandbox.common.context import AppContext, AppDefinition
@@ -66,6 +67,7 @@ def build_context(config: AppConfig, definition: AppDefinition) -> AppContext:
         max_queue=config.telemetry_queue_max,
         should_drop=ctx.faults.drop_telemetry,
     )
+    sampling.install(ctx)
     return ctx
 
 

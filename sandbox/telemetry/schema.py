@@ -4,9 +4,14 @@ A batch is never all-or-nothing: each event is checked on its own and a bad one 
 rejected with its index and a precise reason while its neighbours are stored. Required:
 ``event_type`` (non-empty and not the placeholder ``unknown``, which would hide a
 wiring bug), ``timestamp`` (ISO-8601 date-time; UTC assumed without an offset),
-``app_id``, ``trace_id`` and ``idempotency_key`` (the dedupe key). ``status`` and
-``latency_ms`` must be numbers when present (``null`` counts as absent). Everything
-else the producer sends (tags, finance metrics…) is kept verbatim in the stored body.
+``app_id``, ``trace_id`` and ``idempotency_key`` (the dedupe key). ``status``,
+``latency_ms`` and ``p95_ms`` must be numbers when present (``null`` counts as absent);
+the other contract fields are typed too when present — ``finance_metrics`` an object,
+``revenue_event_id`` a string, and ``sample_rate`` (the share the producer kept when it
+sampled at the source) a number in (0, 1] — because a consumer scales counts by it and
+sums finance metrics: a wrong type there would be a wrong number on a dashboard, not a
+visible error. Everything else the producer sends (tags, extras…) is kept verbatim in
+the stored body.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from sandbox.common.web import parse_iso8601
 
 REQUIRED_FIELDS = ("event_type", "timestamp", "app_id", "trace_id", "idempotency_key")
 ID_FIELDS = ("app_id", "trace_id", "idempotency_key")
-OPTIONAL_STRINGS = ("route", "method")
-NUMERIC_FIELDS = ("status", "latency_ms")
+OPTIONAL_STRINGS = ("route", "method", "revenue_event_id")
+NUMERIC_FIELDS = ("status", "latency_ms", "p95_ms")
 MAX_STRING = 512
 MAX_EVENT_BYTES = 16_384
 
@@ -74,6 +79,17 @@ def _optional_number(raw: dict[str, Any], name: str) -> float | None:
     return value
 
 
+def _check_contract_extras(raw: dict[str, Any]) -> None:
+    """Types of the contract fields the store keeps only in the body."""
+    finance = raw.get("finance_metrics")
+    if finance is not None and not isinstance(finance, dict):
+        raise EventError("finance_metrics must be an object or null")
+    rate = raw.get("sample_rate")
+    numeric = isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(rate)
+    if rate is not None and not (numeric and 0 < rate <= 1):
+        raise EventError("sample_rate must be a number in (0, 1]")
+
+
 def validate_event(raw: Any) -> StoredEvent:
     """The event as stored, or :class:`EventError` with the first problem found."""
     if not isinstance(raw, dict):
@@ -92,6 +108,7 @@ def validate_event(raw: Any) -> StoredEvent:
     ids = {name: _string(raw, name) for name in ID_FIELDS}
     strings = {name: _optional_string(raw, name) for name in OPTIONAL_STRINGS}
     numbers = {name: _optional_number(raw, name) for name in NUMERIC_FIELDS}
+    _check_contract_extras(raw)
     try:
         body = json.dumps(raw, separators=(",", ":"), allow_nan=False)
     except ValueError:

@@ -11,6 +11,14 @@ rejected) with its time, so acceptance over any window is a query, not a guess. 
 filters on events use the *event* timestamp (``since`` inclusive, ``until`` exclusive);
 on attempts, the time A8 received them. Percentiles interpolate linearly between order
 statistics (the common "type 7" definition).
+
+Tiles read business events through :class:`EventScope` queries that run in SQL over the
+stored JSON body (``json_extract``) after the indexed columns have narrowed the rows to
+one event type or one app and a time window, so a tile costs one indexed range scan
+whatever else the store holds. A revenue event is *synthetic* (:data:`SYNTHETIC_SQL`)
+when its tags say ``namespace=simulated_audit`` or ``test_run=true``, or its finance
+metrics say ``stripe_mode=test``: the rule lives here once, in SQL, so a tile and its
+export can never disagree about which revenue was simulated.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sandbox.common.sqlite import Database
@@ -73,6 +82,53 @@ _UPSERT_DEDUPE = (
     "INSERT INTO dedupe (idempotency_key, trace_id, seen_at) VALUES (?, ?, ?)"
     " ON CONFLICT (idempotency_key, trace_id) DO UPDATE SET seen_at = excluded.seen_at"
 )
+
+
+#: Synthetic revenue: simulated-audit namespace, a test run, or a Stripe test-mode charge.
+#: ``json_extract`` turns a JSON ``true`` into 1, so ``lower(...)`` accepts true, "true" and 1.
+SYNTHETIC_SQL = (
+    "(coalesce(json_extract(body, '$.tags.namespace'), '') = 'simulated_audit'"
+    " OR lower(coalesce(json_extract(body, '$.tags.test_run'), '')) IN ('true', '1')"
+    " OR coalesce(json_extract(body, '$.finance_metrics.stripe_mode'), '') = 'test')"
+)
+#: Derived columns a scope query may select or group by, besides JSON paths.
+DERIVED = {"synthetic": SYNTHETIC_SQL}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EventScope:
+    """The stored events one tile reads.
+
+    ``event_type`` or ``app_id`` select an index; ``condition`` is an extra SQL condition
+    over the columns or the JSON body. It is written in code, never built from a request.
+    """
+
+    event_type: str | None = None
+    app_id: str | None = None
+    condition: str = ""
+
+    def where(self, since: float) -> tuple[str, list[Any]]:
+        clauses, params = ["ts_epoch >= ?"], [since]
+        for column, value in (("event_type", self.event_type), ("app_id", self.app_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.condition:
+            clauses.append(f"({self.condition})")
+        return "WHERE " + " AND ".join(clauses), params
+
+
+def _field(name: str, source: str) -> tuple[str, list[Any]]:
+    """``<expr> AS name`` for a JSON path (bound as a parameter) or a :data:`DERIVED` column."""
+    if not _NAME.match(name):
+        raise ValueError(f"field name must be lower_snake_case, got {name!r}")
+    if source in DERIVED:
+        return f"{DERIVED[source]} AS {name}", []
+    if not _PATH.match(source):
+        raise ValueError(f"field {name}: source must be a JSON path like $.tags.namespace or one of {list(DERIVED)}")
+    return f"json_extract(body, ?) AS {name}", [source]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,12 +241,16 @@ class TelemetryStore:
         until: float | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` matching events, returned oldest first (newest last)."""
+        """The newest ``limit`` matching events, returned oldest first (newest last).
+
+        Each is the body as the producer sent it plus ``received_at``, the store's own
+        arrival time (ISO-8601 UTC), so arrival latency can be measured without polling.
+        """
         where, params = self._filters(app_id, event_type, trace_id, since, until)
         rows = self.db.query(
-            f"SELECT body FROM events {where} ORDER BY ts_epoch DESC, id DESC LIMIT ?", [*params, limit]
+            f"SELECT body, received_at FROM events {where} ORDER BY ts_epoch DESC, id DESC LIMIT ?", [*params, limit]
         )
-        return [json.loads(r["body"]) for r in reversed(rows)]
+        return [{**json.loads(r["body"]), "received_at": iso_from_epoch(r["received_at"])} for r in reversed(rows)]
 
     @staticmethod
     def _filters(
@@ -256,3 +316,69 @@ class TelemetryStore:
         ):
             by_app.setdefault(r["app_id"], []).append(r["latency_ms"])
         return {app: percentile(values, 0.95) for app, values in by_app.items()}
+
+    def scope_rows(
+        self, scope: EventScope, since: float, fields: Mapping[str, str], limit: int
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of ``scope`` since ``since``, newest first.
+
+        Each row holds ``timestamp``, ``trace_id``, ``app_id``, ``event_type``, ``status``
+        and one value per ``fields`` entry (name → JSON path or derived column).
+        """
+        selected, params = [], []
+        for name, source in fields.items():
+            expr, bound = _field(name, source)
+            selected.append(expr)
+            params.extend(bound)
+        where, where_params = scope.where(since)
+        columns = ", ".join(["ts_epoch", "trace_id", "app_id", "event_type", "status", *selected])
+        rows = self.db.query(
+            f"SELECT {columns} FROM events {where} ORDER BY ts_epoch DESC, id DESC LIMIT ?",
+            [*params, *where_params, limit],
+        )
+        out = []
+        for row in rows:
+            item = dict(row)
+            out.append({"timestamp": iso_from_epoch(item.pop("ts_epoch")), **item})
+        return out
+
+    def scope_totals(
+        self, scope: EventScope, since: float, group_by: Mapping[str, str], sums: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """Event counts and sums per group, in one aggregate query.
+
+        ``sums`` maps an output name to a JSON path; only numeric values are added (a
+        string amount is counted in ``non_numeric`` instead of being coerced), and a sum
+        over no numeric value is 0.
+        """
+        keys, params = [], []
+        for name, source in group_by.items():
+            expr, bound = _field(name, source)
+            keys.append(expr)
+            params.extend(bound)
+        aggregates, numeric_checks = [], []
+        for name, path in sums.items():
+            if not _NAME.match(name) or not _PATH.match(path):
+                raise ValueError(f"sum {name!r}: name must be lower_snake_case and source a JSON path, got {path!r}")
+            numeric = "json_type(body, ?) IN ('integer', 'real')"
+            aggregates.append(f"coalesce(sum(CASE WHEN {numeric} THEN json_extract(body, ?) END), 0) AS {name}")
+            params.extend([path, path])
+            numeric_checks.append(path)
+        non_numeric = " OR ".join("(json_type(body, ?) IS NOT NULL AND json_type(body, ?) NOT IN ('integer', 'real'))"
+                                  for _ in numeric_checks) or "0"
+        for path in numeric_checks:
+            params.extend([path, path])
+        where, where_params = scope.where(since)
+        select = ", ".join([*keys, "count(*) AS events", *aggregates, f"sum({non_numeric}) AS non_numeric"])
+        group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
+        rows = self.db.query(f"SELECT {select} FROM events {where}{group}", [*params, *where_params])
+        return [dict(r) for r in rows if r["events"]]
+
+    def health_window(self, app_id: str, since: float, until: float) -> dict[str, int]:
+        """Events of ``app_id`` with a status in [since, until): healthy (< 500) and server errors."""
+        row = self.db.query(
+            "SELECT count(*) FILTER (WHERE status < 500) AS healthy, count(*) FILTER (WHERE status >= 500) AS errors"
+            " FROM events WHERE app_id = ? AND ts_epoch >= ? AND ts_epoch < ? AND status IS NOT NULL",
+            (app_id, since, until),
+        )[0]
+        return {"healthy": int(row["healthy"]), "errors": int(row["errors"])}

@@ -15,14 +15,12 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
+from readiness.browser import BrowserUnavailable, chromium_sync
 from readiness.render import render_index, render_notebook
 from readiness.runfolder import RunFolder
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHASE = "11_readiness_score"
 
 _SETUP = """\
@@ -52,14 +50,11 @@ def chromium() -> Iterator[Browser]:
     Module scope on purpose: Playwright's sync API keeps an event loop running in the main
     thread while it is open, which would break later tests that start their own loop.
     """
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install the Debian package 'chromium' (make setup)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
+    try:
+        with chromium_sync() as browser:  # the suite's one way to start Chromium (readiness.browser)
             yield browser
-        finally:
-            browser.close()
+    except BrowserUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 def _chart_notebook(run_dir: Path) -> nbformat.NotebookNode:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 
 ARRIVAL_TIMEOUT_S = 5.0
 SERVER_TIMING = re.compile(r"^app;dur=(\d+(?:\.\d+)?)$")
-DEFAULT_FAULTS = {"latency": {}, "error_rate": {}, "force_503_s": 0.0, "telemetry_drop": 0.0, "dependencies_down": []}
+DEFAULT_FAULTS = {"latency": {}, "error_rate": {}, "force_503_s": 0.0, "telemetry_drop": 0.0, "dependencies_down": [],
+                  "telemetry_sampling": "policy"}
 ALL_FLAGS_OFF = {"a2_readiness": False, "a7_async_leads": False, "a8_banner_ttl": False, "a8_demo_mode": False}
 
 
@@ -194,7 +195,9 @@ def test_smoke_actions_serve_seeded_data(http: httpx.Client, url: Callable, sand
     listings = http.get(url("A6", "/api/listings")).json()
     assert listings["count"] == 3 and listings["listings"][0]["provider_name"] == "Northwind Academy"
     tiles = http.get(url("A8", "/api/tiles")).json()["tiles"]
-    assert [t["id"] for t in tiles] == ["requests_per_app", "errors_per_app", "p95_ms_per_app", "telemetry_acceptance"]
+    assert [t["id"] for t in tiles] == ["requests_per_app", "errors_per_app", "p95_ms_per_app", "telemetry_acceptance",
+                                        "growth_signups", "finance_revenue_live", "finance_revenue_diagnostics",
+                                        "b2b_billing"]
 
 
 def test_sitemap_is_valid_and_lists_live_pages(http: httpx.Client, url: Callable, sandbox_state) -> None:
@@ -365,7 +368,7 @@ def test_checkout_session_is_created_once_and_replayed(http: httpx.Client, url: 
     other = http.post(url("A5", "/api/checkout/sessions"), headers=headers, json={"price_id": "price_micro_qa"})
     assert (other.status_code, other.json()) == (
         422,
-        {"error": "X-Idempotency-Key was already used with a different request body"},
+        {"error": "X-Idempotency-Key was already used with a different request body", "field": "X-Idempotency-Key"},
     )
     fresh = {"X-Idempotency-Key": f"idem-{uuid.uuid4().hex}", "X-Trace-Id": trace}
     unknown = http.post(url("A5", "/api/checkout/sessions"), headers=fresh, json={"price_id": "price_nope"})
@@ -446,7 +449,7 @@ def test_ingest_body_shape(
     content: bytes, status: int, message: str, http: httpx.Client, url: Callable, telemetry_key: str
 ) -> None:
     r = http.post(url("A8", "/api/telemetry/events"), headers=ingest_headers(telemetry_key), content=content)
-    assert (r.status_code, r.json()) == (status, {"error": message})
+    assert (r.status_code, r.json()) == (status, {"error": message, **({"field": "body"} if status == 400 else {})})
 
 
 def test_summary_events_and_stats(http: httpx.Client, url: Callable, telemetry_key: str) -> None:

@@ -24,10 +24,10 @@ def first(suite_run) -> Path:
 
 @pytest.fixture(scope="module")
 def second(suite_run, test_params_file: Path):
-    """A later run of the latency phase only: the first run is its baseline."""
+    """A later run of the inventory and latency phases: the first run is its baseline."""
     from readiness.runner import run_suite
 
-    outcome = run_suite(test_params_file, phases=["02", "11"], outputs=suite_run.run_dir.parent,
+    outcome = run_suite(test_params_file, phases=["00", "02", "11"], outputs=suite_run.run_dir.parent,
                         echo=lambda _l: None)
     assert outcome.status == "complete", [(p.phase, p.status, p.error) for p in outcome.phases]
     return outcome.run_dir
@@ -100,3 +100,12 @@ def test_history_across_runs_through_duckdb(first, second) -> None:
 def test_latency_pages_stay_small(first) -> None:
     for page in (first / "html" / "02_latency_profile.html", first / "html" / "leadership" / "02_latency_profile.html"):
         assert page.stat().st_size <= 3 * 1024 * 1024, page
+
+
+def test_the_micro_price_is_created_once_over_two_runs(first, second) -> None:
+    def price(run_dir: Path) -> dict:
+        return json.loads((run_dir / "evidence" / "stripe_price.json").read_text())
+    one, two = price(first), price(second)
+    assert one["status"] == two["status"] == "resolved"
+    assert two["price"]["how"] != "created"  # found by its lookup key: never a second price
+    assert one["price"]["price_id"] == two["price"]["price_id"] and two["price"]["unit_amount"] == 50

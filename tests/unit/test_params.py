@@ -212,6 +212,8 @@ def test_sandbox_target_only_serves_its_apps(base: dict) -> None:
     data["apps"][7]["id"] = "A9"
     data["telemetry_app"] = "A9"
     data["gate"]["enforcement_routes"][0]["app"] = "A9"
+    for route in data["hardening"]["routes"]:
+        route["app"] = "A9" if route["app"] == "A8" else route["app"]
     assert errors_of(data) == ["target sandbox: the sandbox serves A1, A2, A3, A4, A5, A6, A7, A8; no app A9"]
 
 
@@ -221,3 +223,30 @@ def test_smoke_rate_above_the_ceiling_is_refused(base: dict) -> None:
     data["latency"]["qps"] = 2
     assert errors_of(data) == ["smoke: 400 samples per app over the quick stable window (20 s) is 6.67 requests/s "
                                "per endpoint, above http.max_qps (2)"]
+
+
+@pytest.mark.parametrize(("section", "key", "message"), [
+    ("funnels", "identity_app", "funnels.identity_app: unknown app 'A42'"),
+    ("b2b", "portal_app", "b2b.portal_app: unknown app 'A42'"),
+    ("telemetry_contract", "probe_app", "telemetry_contract.probe_app: unknown app 'A42'"),
+])
+def test_contract_sections_name_known_apps(base: dict, section: str, key: str, message: str) -> None:
+    data = copy.deepcopy(base)
+    data.setdefault(section, {})[key] = "A42"
+    assert errors_of(data) == [message]
+
+
+def test_hardening_routes_name_known_apps_and_identities(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["hardening"]["routes"][0]["app"] = "A42"
+    assert errors_of(data) == ["hardening.routes[0].app: unknown app 'A42'"]
+    data = copy.deepcopy(base)
+    data["hardening"]["routes"][0]["identity"] = "auditor"
+    assert errors_of(data) == ["hardening.routes[0].identity: 'auditor' is not one of synthetic.identities "
+                               "(provider, student)"]
+
+
+def test_oidc_client_secret_must_be_a_declared_secret_name(base: dict) -> None:
+    data = copy.deepcopy(base)
+    data["funnels"]["oidc_client_secret"] = "IDP_SECRET"
+    assert errors_of(data) == ["funnels.oidc_client_secret: 'IDP_SECRET' is not in secrets.names"]

@@ -218,8 +218,10 @@ def _random_checks(rng: random.Random) -> list[Check]:
                    "inventory.gate.stripe_price", "inventory.gate.base_endpoints",
                    "inventory.gate.telemetry_acceptance", "inventory.secrets.STRIPE_SECRET_KEY",
                    "inventory.gate.enforce_428.A5", "inventory.gate.enforce_428.A8",
-                   "latency.A7.hot_path", "latency.regression.A1", "load.A1.p95", "funnel.b2c.signup",
-                   "funnel.b2b.signup", "idempotency.A5.replay", "payments.ledger", "telemetry.acceptance",
+                   "latency.A7.hot_path", "latency.regression.A1", "load.A1.p95", "funnels.b2c.signup_rate",
+                   "funnels.b2b.signup_rate", "hardening.A5.checkout_sessions.replay", "monetization.ledger.credited",
+                   "demo_mode.after", "demo_mode.rollback", "telemetry.acceptance.burn_in", "banners.after",
+                   "banners.rollback",
                    "learning.breaker", "resiliency.A3.recovery", "security.secrets.scan", "ops.ports",
                    "cleanup.dry_run", "gate.gate1"])
     tags = [c.key for c in RUBRIC.categories]

@@ -1,0 +1,112 @@
+"""Binomial proportions: the Wilson score interval and the sample sizes a rate verdict needs.
+
+The parallel of :mod:`readiness.quantiles` for rates: pure statistics, no verdicts.
+:mod:`readiness.verdict` turns these numbers into a :class:`~readiness.check.Status`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from numbers import Real
+from typing import Any
+
+from scipy.stats import norm
+from statsmodels.stats.proportion import proportion_confint
+
+__all__ = ["as_count", "as_counts", "as_unit", "min_n_for_error_rate", "min_n_for_rate", "min_n_for_share_width",
+           "wilson_interval"]
+
+
+def as_count(value: Any, name: str, where: str) -> int:
+    """``value`` as a count >= 0, or a ValueError naming ``name`` at ``where``."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{where}: {name} must be an integer, got {value!r}") from None
+    if count < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {count}")
+    return count
+
+
+def as_counts(k: Any, n: Any, k_name: str, where: str) -> tuple[int, int]:
+    """``(k, n)`` as counts with 0 <= k <= n, or a ValueError naming the culprit."""
+    k_i, n_i = as_count(k, k_name, where), as_count(n, "n", where)
+    if k_i > n_i:
+        raise ValueError(f"{where}: {k_name} must be between 0 and n={n_i}, got {k_i}")
+    return k_i, n_i
+
+
+def as_unit(value: Any, name: str, where: str) -> float:
+    """``value`` strictly between 0 and 1 (a rate or a confidence), or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value < 1.0:
+        raise ValueError(f"{where}: {name} must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (statsmodels), within [0, 1].
+
+    Chosen over the normal approximation because it never leaves [0, 1] and keeps close
+    to nominal coverage at 0/n and n/n, where readiness checks mostly live.
+    """
+    where = "wilson_interval"
+    successes, n = as_counts(successes, n, "successes", where)
+    confidence = as_unit(confidence, "confidence", where)
+    if n == 0:
+        raise ValueError("wilson_interval: no trials (n=0), a proportion has no interval without data")
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    # The score interval reaches 0 exactly at x = 0 and 1 exactly at x = n; pin those ends
+    # so rounding (0.9999999999999999) cannot make a perfect record look imperfect.
+    low = 0.0 if successes == 0 else max(0.0, float(low))
+    high = 1.0 if successes == n else min(1.0, float(high))
+    return low, high
+
+
+def _z(confidence: float) -> float:
+    return float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+
+
+def _settle(start: int, ok: Callable[[int], bool]) -> int:
+    """Smallest n >= 1 with ok(n), starting from a closed-form guess; ok is monotone."""
+    n = max(1, start)
+    while not ok(n):
+        n += 1
+    while n > 1 and ok(n - 1):
+        n -= 1
+    return n
+
+
+def min_n_for_rate(target: float, confidence: float = 0.95) -> int:
+    """Smallest n at which a perfect record (n/n) has a Wilson lower bound >= target.
+
+    Closed form: the lower bound of n/n is n / (n + z^2), so n >= target z^2 / (1 - target);
+    settled against :func:`wilson_interval` so it agrees with the rule exactly.
+    """
+    target = as_unit(target, "target", "min_n_for_rate")
+    z2 = _z(confidence) ** 2
+    return _settle(math.ceil(target * z2 / (1.0 - target)),
+                   lambda n: wilson_interval(n, n, confidence)[0] >= target)
+
+
+def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
+    """Smallest n at which zero errors give a Wilson upper bound < max_rate.
+
+    Closed form: the upper bound of 0/n is z^2 / (n + z^2), so n > z^2 (1 - max) / max.
+    """
+    max_rate = as_unit(max_rate, "max_rate", "min_n_for_error_rate")
+    z2 = _z(confidence) ** 2
+    return _settle(math.floor(z2 * (1.0 - max_rate) / max_rate) + 1,
+                   lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
+
+
+def min_n_for_share_width(rate: float, max_width: float, confidence: float = 0.95) -> int:
+    """About how many trials make a Wilson interval around ``rate`` at most ``max_width`` wide.
+
+    Normal approximation of the width, 2 z sqrt(p (1 - p) / n): a planning figure for a
+    report ("about n >= N decide"), not a bound the verdict relies on.
+    """
+    rate = as_unit(rate, "rate", "min_n_for_share_width")
+    max_width = as_unit(max_width, "max_width", "min_n_for_share_width")
+    return math.ceil((2 * _z(confidence)) ** 2 * rate * (1 - rate) / max_width ** 2)
