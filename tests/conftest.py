@@ -6,9 +6,11 @@ sandbox a developer left running for `make lab` (181xx).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,24 +19,57 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_PORT_BASE = 28100
 
 
-def write_test_params(folder: Path, **overrides: object) -> Path:
-    """The sandbox params, moved to test ports and a private state folder, plus overrides."""
+def write_test_params(folder: Path, *, port_base: int = TEST_PORT_BASE,
+                      edit: Callable[[dict[str, Any]], None] | None = None, **overrides: object) -> Path:
+    """The sandbox params, moved to ports ``port_base + 1…8`` and a private state folder.
+
+    ``edit`` may change the parsed YAML in place (nested settings); ``overrides`` replace
+    top-level keys. Returns the written file (``folder/params.yaml``).
+    """
     data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
     for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{TEST_PORT_BASE + i}"
+        app["base_url"] = f"http://127.0.0.1:{port_base + i}"
     data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
     data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
+    if edit is not None:
+        edit(data)
     for key, value in overrides.items():
         data[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-@pytest.fixture()
-def params_factory():
-    """``write_test_params`` for tests that need their own variant of the params."""
+@contextlib.contextmanager
+def sandbox_running(params_file: Path) -> Iterator[Any]:
+    """The sandbox of ``params_file`` running for the block (yields its launcher state); stopped
+    after, and ``os.environ`` restored (starting it exports its generated secrets, which must
+    not leak into other tests)."""
+    from readiness.params import load_params
+    from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+
+    params = load_params(params_file)
+    saved = dict(os.environ)
+    state, _started = ensure_sandbox(params)
+    try:
+        yield state
+    finally:
+        stop_sandbox(params)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def params_factory() -> Callable[..., Path]:
+    """``write_test_params`` for tests that need their own variant of the params (own ports)."""
     return write_test_params
+
+
+@pytest.fixture(scope="session")
+def start_sandbox() -> Callable[[Path], contextlib.AbstractContextManager[Any]]:
+    """``sandbox_running`` for test modules that run a sandbox of their own."""
+    return sandbox_running
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +80,8 @@ def test_params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(test_params_file: Path) -> Iterator[object]:
     """The eight sandbox apps on test ports for the whole session (stopped at the end)."""
-    from readiness.params import load_params
-    from readiness.sandbox_control import ensure_sandbox, stop_sandbox
-
-    params = load_params(test_params_file)
-    saved = dict(os.environ)
-    state, _started = ensure_sandbox(params)
-    try:
+    with sandbox_running(test_params_file) as state:
         yield state
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

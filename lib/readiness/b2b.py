@@ -16,6 +16,10 @@ where each ``round`` is half up to a whole cent. Every charge is compared with w
 answered, with the ``finance_metrics`` of its billing event in the telemetry store, and
 the store's ``b2b_billing`` tile must include the charges (INCONCLUSIVE when it has no
 such tile).
+
+The journeys write (signups, listings, charges), so in ``prod`` k6 starts only under a
+``production_write`` approval covering the landing and portal apps; without one nothing is
+sent, the evidence says why and every ``funnels.b2b.*`` check is BLOCKED with the refusal.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import pandas as pd
 import readiness
 from readiness import aio
 from readiness.check import Check, Status
+from readiness.inventory import production_writes_allowed
 from readiness.phase import Phase
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable
@@ -147,6 +152,15 @@ def run_b2b_funnel(phase: Phase) -> pd.DataFrame:
         phase.params.app(app_id)  # KeyError naming the app when b2b points at an unknown one
     run_token = f"qa-b2b-{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now(dt.UTC)
+    refusal = production_writes_allowed(phase, f"{b.provider_signups} synthetic provider journeys (k6)",
+                                        tuple(sorted({b.landing_app, b.portal_app})))
+    if refusal:
+        phase.run.write_json(SUMMARY, {"exit_code": None, "thresholds_crossed": {}, "run_token": run_token,
+                                       "started_at": started.isoformat(), "summary": {}, "blocked": refusal})
+        journeys = journeys_frame(pd.DataFrame(), b.provider_signups)
+        phase.run.write_frame(JOURNEYS, journeys.reset_index())
+        phase.record(_blocked_checks(phase, refusal))
+        return journeys
     with tempfile.TemporaryDirectory(prefix="readiness-b2b-") as tmp:
         points_file, summary_file = Path(tmp) / "points.json.gz", Path(tmp) / "summary.json"
         command = [str(k6_binary()), "run", "--quiet", "--no-color", "--out", f"json={points_file}",
@@ -194,9 +208,32 @@ async def _store_view(phase: Phase, trace_ids: set[str], since: dt.datetime) -> 
     return events, tile, why
 
 
+def _blocked_checks(phase: Phase, refusal: str, names: tuple[str, ...] | None = None) -> list[Check]:
+    """Every ``funnels.b2b.*`` check (or those of ``names``), BLOCKED with the refusal."""
+    titles = {"signup_rate": "provider signup rate (k6 journeys)",
+              "listing_published": "every signed-up provider's listing reads back as published",
+              "billing_lineage": "A6 billing lineage matches the recomputed charge",
+              "billing_events": "billing events carry the recomputed finance metrics",
+              "billing_tile": "the b2b_billing tile includes the funnel's charges"}
+    return [Check(id=f"funnels.b2b.{name}", phase=phase.name, title=titles[name], status=Status.BLOCKED, tags=TAGS,
+                  severity="P1", evidence=(SUMMARY,), detail=refusal) for name in (names or tuple(titles))]
+
+
+def _refusal(phase: Phase) -> str | None:
+    """Why :func:`run_b2b_funnel` sent nothing in this run, if it did not."""
+    path = phase.run.path(SUMMARY)
+    return json.loads(path.read_text()).get("blocked") if path.exists() else None
+
+
 def verify_billing(phase: Phase, journeys: pd.DataFrame) -> pd.DataFrame:
     """Recompute every billed charge and compare it with A6's answer and the stored event; record checks."""
     b = phase.params.b2b
+    refusal = _refusal(phase)
+    if refusal:
+        phase.run.write_json(LINEAGE, {"rows": [], "tile": None, "blocked": refusal})
+        checks = phase.record(_blocked_checks(phase, refusal, ("billing_lineage", "billing_events", "billing_tile")))
+        _write_verification(phase, pd.DataFrame(), checks)
+        return pd.DataFrame()
     billed = journeys[journeys["billing"] == 1] if "charge_id" in journeys else journeys.iloc[0:0]
     started = dt.datetime.fromisoformat(json.loads(phase.run.path(SUMMARY).read_text())["started_at"])
     events, tile, tile_why = aio.run(_store_view(phase, set(billed.get("trace_id", [])),
@@ -296,6 +333,7 @@ def b2b_verdicts(phase: Phase, journeys: pd.DataFrame) -> pd.DataFrame:
     p, n = phase.params, phase.params.b2b.provider_signups
     signups = int(journeys["register"].sum())
     published = int(journeys["listing_readback"].sum())
+    refusal = _refusal(phase)
     checks = [rate_check(id="funnels.b2b.signup_rate", phase=phase.name, title="provider signup rate (k6 journeys)",
                          successes=signups, n=n, target=p.thresholds.funnel_success_min, tags=TAGS, severity="P1",
                          evidence=(POINTS, JOURNEYS, SUMMARY)),
@@ -303,11 +341,12 @@ def b2b_verdicts(phase: Phase, journeys: pd.DataFrame) -> pd.DataFrame:
                           title="every signed-up provider's listing reads back as published",
                           observed=published if signups else None, expected=signups, n=signups, unit="listings",
                           evidence=(POINTS, JOURNEYS))]
-    phase.record(checks)
+    phase.record(_blocked_checks(phase, refusal, ("signup_rate", "listing_published")) if refusal else checks)
     summary = json.loads(phase.run.path(SUMMARY).read_text())
     every = [c for c in phase.run.read_checks(phase.name) if c.id.startswith("funnels.b2b.")]
     phase.run.write_json(RESULTS, {
-        "journeys": n, "signups": signups, "listings_published": published, "charges": int(journeys["billing"].sum()),
+        "journeys": n, "blocked": refusal, "signups": signups, "listings_published": published,
+        "charges": int(journeys["billing"].sum()),
         "steps": {s: int(journeys[s].sum()) for s in STEPS}, "k6_exit_code": summary["exit_code"],
         "k6_threshold_failed": summary["exit_code"] == THRESHOLD_FAILED,
         "k6_thresholds_crossed": summary["thresholds_crossed"], "checks": [c.to_dict() for c in every]})
@@ -320,6 +359,11 @@ def _write_recovery(phase: Phase, checks: list[Check]) -> None:
     text = header("B2B funnel recovery runbook", ecosystem=p.ecosystem, environment=p.environment,
                   run_name=phase.run.root.name, profile_note=p.profile_note)
     failing = [c for c in checks if not c.passed]
+    if failing and all(c.status is Status.BLOCKED for c in failing):
+        phase.run.write_text(RECOVERY, text + f"\nThe B2B funnel was not run: {failing[0].detail}. Add a "
+                             "production_write approval covering the landing and portal apps to params.approvals, "
+                             "or audit staging.\n")
+        return
     if not failing:
         phase.run.write_text(RECOVERY, text + "\nEvery B2B funnel check passed; nothing to recover.\n")
         return

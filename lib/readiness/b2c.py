@@ -20,6 +20,9 @@ Notebook cells call, in order:
 4. :func:`write_recovery` — ``reports/b2c_recovery.md`` from the checks that did not pass.
 
 All browser traffic is confined to the ecosystem's hosts (loopback for the sandbox).
+The browser bypasses the guarded client, so the prod policy is applied here: code flow and
+journeys (sign-ups, token requests) need a ``production_write`` approval for their apps;
+without one their checks are BLOCKED and only the read-only OIDC probes are sent.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Response
 from readiness import aio, b2c_checks
 from readiness.browser import chromium, guard_context, set_cookie_lines, strip_query
 from readiness.client import GuardedClient
+from readiness.inventory import production_writes_allowed
 from readiness.oidc import check_session_cookie, parse_set_cookie
 from readiness.oidc_probe import OidcTarget, discover, probe_code_flow, probe_redirects
 from readiness.params import App, Params
@@ -80,6 +84,12 @@ def oidc_target(params: Params) -> OidcTarget:
                       algorithms=tuple(f.id_token_algorithms), leeway_s=float(f.id_token_leeway_s))
 
 
+def write_apps(params: Params) -> tuple[str, ...]:
+    """The apps the browser journeys write to (sign-up form, callback, checkout click)."""
+    apps = funnel_apps(params)
+    return tuple(sorted({apps.landing.id, apps.identity.id, apps.student.id}))
+
+
 def _allowed_hosts(params: Params) -> set[str]:
     return {a.host for a in params.apps}
 
@@ -94,6 +104,8 @@ def probe_identity(phase: Phase) -> pd.DataFrame:
     params, target = phase.params, oidc_target(phase.params)
     secret = os.environ.get(params.funnels.oidc_client_secret)
     stamp = uuid.uuid4().hex[:10]
+    refusal = production_writes_allowed(phase, "OIDC code-flow probe: two synthetic sign-ups and their token "
+                                        "requests", (target.app_id,)) if secret else None
 
     async def go() -> dict[str, Any]:
         async with phase.client() as client:
@@ -106,13 +118,15 @@ def probe_identity(phase: Phase) -> pd.DataFrame:
                                                          [target.redirect_uri])
             if not secret:
                 out["code_flow"] = {"skipped": f"secret {params.funnels.oidc_client_secret} is not set"}
+            elif refusal:
+                out["code_flow"] = {"blocked": refusal}
             elif found.get("jwks") and doc.get("token_endpoint"):
                 async with chromium() as browser:
                     out["code_flow"] = await probe_code_flow(
                         browser, client, target, doc, found["jwks"], secret,
                         headers=_synthetic_headers(phase, client), allowed_hosts=_allowed_hosts(params),
                         selectors=params.funnels.selectors, email_prefix=f"qa+oidc-{stamp}",
-                        timeout_s=params.funnels.step_timeout_s)
+                        timeout_s=params.funnels.step_timeout_s, synthetic_identity=phase.synthetic_identity)
             return out
 
     result = aio.run(go())
@@ -319,6 +333,10 @@ def run_signups(phase: Phase) -> pd.DataFrame:
     """``funnels.b2c_signups`` journeys in Chromium, with the growth tile watched meanwhile."""
     params, f = phase.params, phase.params.funnels
     tile_url = funnel_apps(params).telemetry.url("/api/tiles")
+    refusal = production_writes_allowed(phase, f"{f.b2c_signups} synthetic browser sign-ups (B2C funnel)",
+                                        write_apps(params))
+    if refusal:
+        return _blocked_signups(phase, refusal)
 
     async def go() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         async with phase.client() as client, chromium() as browser:
@@ -354,6 +372,20 @@ def run_signups(phase: Phase) -> pd.DataFrame:
                           "failed_step": next((s["step"] for s in r["steps"] if s["status"] != "ok"), None),
                           "total_ms": round(sum(s["ms"] for s in r["steps"]), 1),
                           "tile_arrival_s": watch["arrival_s"].get(r["trace_id"])} for r in rows]).set_index("journey")
+
+
+def _blocked_signups(phase: Phase, refusal: str) -> pd.DataFrame:
+    """No journey may run: empty evidence saying why, and the journey checks BLOCKED."""
+    params, f = phase.params, phase.params.funnels
+    now = dt.datetime.now(dt.UTC).isoformat()
+    phase.run.write_json(TRACE_LOG, {"window": {"start": now, "end": now}, "signups": f.b2c_signups, "utm": f.utm,
+                                     "journeys": [], "blocked": refusal,
+                                     "note": "no journey was run: production writes are not approved"})
+    phase.run.write_json(TILE_WATCH, {"tile_id": f.tile_id, "budget_s": params.thresholds.telemetry_arrival_s,
+                                      "tile_found": None, "polls": 0, "arrival_s": {}, "error": None,
+                                      "blocked": refusal})
+    phase.record(b2c_checks.journey_checks(phase, TRACE_LOG, TILE_WATCH))
+    return pd.DataFrame([{"status": "BLOCKED", "reason": refusal}])
 
 
 # -- 3. and 4. verdicts and reports -------------------------------------------------------------

@@ -6,11 +6,14 @@ from :mod:`readiness.verdict`: the sign-up rate is a Wilson ``rate_check`` again
 ``thresholds.funnel_success_min``; configuration facts (cookie attributes, id token,
 redirect allowlist) are ``value_check`` on the number of findings, whose sentences go
 into the detail. No data — no journey reached the cookie, the code flow could not run,
-A8 has no growth tile — is INCONCLUSIVE with the reason, never PASS.
+A8 has no growth tile — is INCONCLUSIVE with the reason, never PASS. A write the
+environment policy refused (``prod`` without a ``production_write`` approval) is BLOCKED
+under the id it would have had, with the refusal as its detail.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,6 +30,8 @@ PREFIX = "funnels.b2c"
 RESULTS = "reports/b2c_funnel_results.json"
 RECOVERY = "reports/b2c_recovery.md"
 SECURITY = ("security",)
+#: The identity checks that need the code flow, i.e. synthetic sign-ups and token requests.
+CODE_FLOW_CHECKS = tuple(f"{PREFIX}.oidc.{name}" for name in ("pkce", "id_token", "code_replay", "userinfo"))
 
 #: Likely fixes, by check id suffix; cookie and id-token findings add their own below.
 FIXES: dict[str, str] = {
@@ -122,7 +127,8 @@ def identity_checks(phase: Phase, result: dict[str, Any], evidence: str) -> list
         None if not userinfo else [] if userinfo["subject_matches"] else [f"userinfo answered {userinfo['status']} "
                                                                           "without the id token's subject"],
         evidence=evidence, severity="P2", app=app, why_none=why or "no access token to use"))
-    return checks
+    blocked = flow.get("blocked")
+    return [c.with_status(Status.BLOCKED, blocked) if blocked and c.id in CODE_FLOW_CHECKS else c for c in checks]
 
 
 def _journey_checks(phase: Phase, log: dict[str, Any], trace_log: str) -> list[Check]:
@@ -186,15 +192,39 @@ def frame(checks: Sequence[Check]) -> pd.DataFrame:
     return checks_frame(list(checks))
 
 
+def _load(phase: Phase, trace_log: str, tile_watch: str) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """The journeys' evidence, and why it holds nothing to judge (blocked, or never written)."""
+    trace_path, watch_path = phase.run.path(trace_log), phase.run.path(tile_watch)
+    if not trace_path.exists() or not watch_path.exists():
+        now = dt.datetime.now(dt.UTC).isoformat()
+        return ({"window": {"start": now, "end": now}, "journeys": [], "utm": {}}, {},
+                "no sign-up journeys in this run folder (run_signups first)")
+    log, watch = json.loads(trace_path.read_text()), json.loads(watch_path.read_text())
+    return log, watch, log.get("blocked")
+
+
+def journey_checks(phase: Phase, trace_log: str, tile_watch: str) -> list[Check]:
+    """The journey, cookie, attribution and growth-tile checks from the evidence files.
+
+    A refused run (``blocked`` in the trace log) yields the same ids BLOCKED with the refusal;
+    a run folder without the evidence yields them INCONCLUSIVE.
+    """
+    log, watch, why_not = _load(phase, trace_log, tile_watch)
+    checks = _journey_checks(phase, log, trace_log) + _tile_checks(phase, log, watch, tile_watch)
+    if why_not is None:
+        return checks
+    status = Status.BLOCKED if log.get("blocked") else Status.INCONCLUSIVE
+    return [c.with_status(status, why_not) for c in checks]
+
+
 def evaluate(phase: Phase, trace_log: str, tile_watch: str) -> pd.DataFrame:
     """Record the journey, cookie, attribution and growth-tile checks; write the results file."""
-    log = json.loads(phase.run.path(trace_log).read_text())
-    watch = json.loads(phase.run.path(tile_watch).read_text())
-    checks = phase.record(_journey_checks(phase, log, trace_log) + _tile_checks(phase, log, watch, tile_watch))
+    log, watch, _why_not = _load(phase, trace_log, tile_watch)
+    checks = phase.record(journey_checks(phase, trace_log, tile_watch))
     every = [c for c in phase.run.read_checks(phase.name) if c.id.startswith(PREFIX + ".")]
     journeys = log["journeys"]
     phase.run.write_json(RESULTS, {
-        "window": log["window"], "signups_attempted": len(journeys),
+        "window": log["window"], "blocked": log.get("blocked"), "signups_attempted": len(journeys),
         "signups_completed": sum(1 for j in journeys if j["ok"]),
         "step_ms": {step: [s["ms"] for j in journeys for s in j["steps"] if s["step"] == step]
                     for step in ("landing", "cta", "signup", "checkout", "first_page")},
@@ -204,6 +234,9 @@ def evaluate(phase: Phase, trace_log: str, tile_watch: str) -> pd.DataFrame:
 
 
 def _fix(check: Check) -> str:
+    if check.status is Status.BLOCKED:
+        return ("Not run: the environment policy refused the synthetic writes this check needs. Add a "
+                "production_write approval covering the funnel's apps to params.approvals, or audit staging.")
     suffix = check.id.removeprefix(PREFIX + ".")
     return FIXES["cookie"] if suffix.startswith("cookie.") else FIXES.get(suffix, "See the evidence files.")
 

@@ -14,10 +14,10 @@ Two phase functions, called one per notebook cell:
 
 On the sandbox each runs three times — flag OFF (``before``, expected to FAIL: that is
 the defect the fix removes), ON (``after``), OFF again (``rollback``: the old behaviour
-must be back at once) — then restores the flag the params configure. On an external
-ecosystem flags are not ours to switch: the functions only observe the current state,
-and the before/after/rollback checks are SKIPPED. Banner timings come from the active
-windows profile: TTL = ``sustained_s``, recovery window = ``burn_in_s``.
+must be back at once) — then restores the flag the params configure. On an external ecosystem
+flags are not ours to switch: the functions only observe (before/after/rollback SKIPPED), and
+in ``prod`` demo mode's synthetic revenue is posted only under a ``production_write`` approval
+(else BLOCKED). Banner timings: TTL = ``sustained_s``, recovery = ``burn_in_s`` (active profile).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import pandas as pd
 from readiness import aio
 from readiness.check import Check, Status
 from readiness.client import GuardedClient
+from readiness.inventory import production_writes_allowed
 from readiness.params import App
 from readiness.phase import Phase
 from readiness.report import checks_frame
@@ -389,7 +390,11 @@ def _demo_state(phase: Phase, state: str, on: bool | None) -> list[Check]:
 def check_demo_mode(phase: Phase) -> pd.DataFrame:
     """Fix D: simulated revenue out of the live tile, in diagnostics, labelled, badge shown."""
     if phase.params.target != "sandbox":
-        checks = _demo_state(phase, "observed", None)
-        return checks_frame(phase.record([*checks, *_skipped(phase, "demo_mode",
-                                                             "external ecosystem: flags are observed, never switched")]))
+        a8 = _a8(phase).id
+        refusal = production_writes_allowed(phase, f"{SYNTHETIC_REVENUE_EVENTS} synthetic revenue events", (a8,))
+        blocked = Check(id="demo_mode.observed", phase=phase.name, title="demo mode as deployed", app=a8, tags=TAGS,
+                        status=Status.BLOCKED, severity="P1", detail=refusal or "")
+        checks = [blocked] if refusal else _demo_state(phase, "observed", None)
+        return checks_frame(phase.record([*checks, *_skipped(phase, "demo_mode", "external ecosystem: flags are "
+                                                                                 "observed, never switched")]))
     return checks_frame(phase.record(_flipped(phase, DEMO_FLAG, lambda state, on: _demo_state(phase, state, on))))

@@ -8,6 +8,10 @@ another valid body is a 422; of two concurrent duplicates one succeeds and one g
 keys are scoped per caller (two synthetic identities, two effects); a key is new again
 after the window.
 
+Every probe is a synthetic write (tagged with a synthetic identity). In ``prod`` a route's
+probes are sent only under a ``production_write`` approval covering its app; without one
+the route's cells are BLOCKED with the refusal and nothing is sent to it.
+
 Side effects are never inferred from responses: each route names the telemetry event
 every effect emits with the request's idempotency key (``effect_event``), and the audit
 counts those events in the telemetry store after a settle time. A rule that needs the
@@ -44,15 +48,17 @@ from readiness.hardening_rules import (
     Effects,
     Target,
     audit_route,
+    blocked_checks,
     render,
 )
+from readiness.inventory import production_writes_allowed
 from readiness.params import Params
 from readiness.phase import Phase
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetrySource, TelemetryUnavailable
 
 __all__ = ["EFFECTS", "IETF_COLUMNS", "REPORT", "REQUESTS", "RULES", "TITLES", "Cell", "Effects", "Target",
-           "count_effects", "matrix", "plan", "render", "run_hardening"]
+           "count_effects", "matrix", "plan", "refusals", "render", "run_hardening"]
 
 IETF_COLUMNS = ("IETF: missing key →", "IETF: `Idempotency-Key` only →")
 IETF_MISSING_KEY_STATUS = 400
@@ -110,8 +116,21 @@ async def count_effects(phase: Phase, client: GuardedClient, wanted: dict[str, s
         await asyncio.sleep(1.0)
 
 
+def refusals(phase: Phase, targets: list[Target]) -> dict[str, str]:
+    """App id → why its routes may not be probed (prod without approval); one decision per app."""
+    out = {}
+    for app in sorted({t.route.app for t in targets}):
+        n = sum(1 for t in targets if t.route.app == app)
+        why = production_writes_allowed(phase, f"header hardening probes on {n} route(s) (synthetic writes)", (app,))
+        if why:
+            out[app] = why
+    return out
+
+
 async def _run(phase: Phase) -> tuple[list[Check], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    targets = plan(phase.params)
+    planned = plan(phase.params)
+    refused = refusals(phase, planned)
+    targets = [t for t in planned if t.route.app not in refused]
     log: list[dict[str, Any]] = []
     wanted: dict[str, set[str]] = {}
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
@@ -120,8 +139,9 @@ async def _run(phase: Phase) -> tuple[list[Check], list[dict[str, Any]], dict[st
         judged = await asyncio.gather(*(audit_route(c) for c in cells))
         effects = await count_effects(phase, client, wanted, since)
     checks = [judge(effects) for route_judges in judged for judge in route_judges]
+    checks += [c for t in planned if t.route.app in refused for c in blocked_checks(phase, t, refused[t.route.app])]
     info = {c.target.prefix: c.info for c in cells}
-    counts = {"unavailable": effects.unavailable,
+    counts = {"unavailable": effects.unavailable, "blocked": refused,
               "counts": {t: dict(c) for t, c in effects.counts.items()}, "wanted": {t: sorted(k) for t, k in
                                                                                     wanted.items()}}
     return checks, log, info, counts

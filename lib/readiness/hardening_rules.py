@@ -114,6 +114,14 @@ class Effects:
 Judge = Callable[[Effects], Check]
 
 
+def blocked_checks(phase: Phase, target: Target, refusal: str) -> list[Check]:
+    """Every rule of a route whose writes the environment policy refused: BLOCKED, nothing sent."""
+    route = target.route
+    return [Check(id=f"{target.prefix}.{rule}", phase=phase.name, title=f"{route.method} {route.path} {TITLES[rule]}",
+                  status=Status.BLOCKED, app=route.app, tags=TAGS, severity="P1", evidence=(REPORT,), detail=refusal)
+            for rule in RULES]
+
+
 class Cell:
     """The requests of one route's rules, logged as evidence, and the keys whose effects are counted."""
 

@@ -29,6 +29,7 @@ from readiness.inventory import production_writes_allowed
 from readiness.params import App, Params
 from readiness.payments import (
     TEST_PAYMENT_METHOD,
+    CreationRefused,
     LiveModeRefused,
     PaymentsError,
     PriceResolution,
@@ -71,11 +72,12 @@ def price_step(phase: Phase, check_id: str, *, tags: tuple[str, ...] = TAGS,
         async with phase.client() as client:
             access = open_stripe(phase.params, phase.run, client, phase=phase.name,
                                  purpose="resolve the micro price", synthetic_identity=phase.synthetic_identity)
-            return access, await resolve_or_create_price(access, p)
+            return access, await resolve_or_create_price(
+                access, p, creation_refused=lambda: production_writes_allowed(phase, "create the micro price", ()))
 
     try:
         access, res = aio.run(go())
-    except LiveModeRefused as exc:
+    except (LiveModeRefused, CreationRefused) as exc:
         phase.run.write_json(PRICE, {"status": "blocked", "reason": str(exc)})
         return [Check(id=check_id, phase=phase.name, title=title, status=Status.BLOCKED, tags=tags,
                       severity=severity, evidence=(PRICE,), detail=str(exc))], None
@@ -224,15 +226,23 @@ def load_trace(phase: Phase) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def no_checkout(phase: Phase, ids: tuple[str, ...] | list[str], tags: tuple[str, ...] = TAGS) -> list[Check]:
+    """Checks that follow the checkout when there is none: BLOCKED when the checkout was refused
+    (its refusal carried over), else INCONCLUSIVE."""
+    refused = next((c for c in phase.run.read_checks(phase.name)
+                    if c.id == "monetization.checkout.completed" and c.status is Status.BLOCKED), None)
+    status, why = ((Status.BLOCKED, refused.detail) if refused is not None
+                   else (Status.INCONCLUSIVE, "no completed micro-checkout in this run (run_micro_checkout first)"))
+    return [Check(id=cid, phase=phase.name, status=status, tags=tags, title=cid, detail=why) for cid in ids]
+
+
 def verify_ledger(phase: Phase) -> pd.DataFrame:
     """The buyer's credit ledger holds one grant for the session, and the balance rose by it."""
     trace = load_trace(phase)
     completion = (trace or {}).get("completion")
     ids = ("monetization.ledger.credited", "monetization.ledger.balance_delta")
     if not completion:
-        phase.record([Check(id=cid, phase=phase.name, status=Status.INCONCLUSIVE, tags=TAGS, title=cid,
-                            detail="no completed micro-checkout in this run (run_micro_checkout first)")
-                      for cid in ids])
+        phase.record(no_checkout(phase, ids))
         return pd.DataFrame()
     app = phase.params.app(trace["app"])
 

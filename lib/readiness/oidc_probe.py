@@ -167,12 +167,14 @@ async def _authorize_in_browser(browser: Browser, target: OidcTarget, endpoint: 
 
 
 async def _redeem(client: GuardedClient, target: OidcTarget, endpoint: str, code: str, verifier: str,
-                  secret: str) -> tuple[int | None, dict[str, Any]]:
+                  secret: str, synthetic_identity: str | None) -> tuple[int | None, dict[str, Any]]:
+    """POST the code to the token endpoint as the registered client (a write: tagged synthetic)."""
     basic = base64.b64encode(f"{quote(target.client_id, safe='')}:{quote(secret, safe='')}".encode()).decode()
     body = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": target.redirect_uri,
                       "code_verifier": verifier})
     sample = await client.post(endpoint, content=body, headers={**FORM, "Authorization": f"Basic {basic}"},
-                               app=target.app_id, route=urlsplit(endpoint).path, keep_body=True)
+                               app=target.app_id, route=urlsplit(endpoint).path, keep_body=True,
+                               synthetic_identity=synthetic_identity)
     try:
         answer = sample.json() if sample.body else {}
     except ValueError:
@@ -182,8 +184,13 @@ async def _redeem(client: GuardedClient, target: OidcTarget, endpoint: str, code
 
 async def probe_code_flow(browser: Browser, client: GuardedClient, target: OidcTarget, discovery: Mapping[str, Any],
                           jwks: Any, secret: str, *, headers: Mapping[str, str], allowed_hosts: Collection[str],
-                          selectors: Mapping[str, str], email_prefix: str, timeout_s: float) -> dict[str, Any]:
-    """The two code flows described in the module docstring; a JSON-safe record of the outcome."""
+                          selectors: Mapping[str, str], email_prefix: str, timeout_s: float,
+                          synthetic_identity: str | None = None) -> dict[str, Any]:
+    """The two code flows described in the module docstring; a JSON-safe record of the outcome.
+
+    ``headers`` label the browser's sign-ups as synthetic; ``synthetic_identity`` does the
+    same for the token requests, which a ``prod`` client refuses to send untagged.
+    """
     authorize = str(discovery.get("authorization_endpoint", ""))
     token = str(discovery.get("token_endpoint", ""))
     userinfo = str(discovery.get("userinfo_endpoint", ""))
@@ -195,7 +202,7 @@ async def probe_code_flow(browser: Browser, client: GuardedClient, target: OidcT
         out["pkce"] = {"ran": False, "detail": what}
     else:
         wrong, _ = pkce_pair()
-        status, answer = await _redeem(client, target, token, code, wrong, secret)
+        status, answer = await _redeem(client, target, token, code, wrong, secret, synthetic_identity)
         out["pkce"] = {"ran": True, "status": status, "error": answer.get("error"),
                        "refused": status is not None and 400 <= status < 500 and "id_token" not in answer}
     code, verifier, what = await _authorize_in_browser(browser, target, authorize, headers, allowed_hosts, selectors,
@@ -203,7 +210,7 @@ async def probe_code_flow(browser: Browser, client: GuardedClient, target: OidcT
     if code is None:
         out["id_token"] = {"ran": False, "detail": what}
         return out
-    status, answer = await _redeem(client, target, token, code, verifier, secret)
+    status, answer = await _redeem(client, target, token, code, verifier, secret, synthetic_identity)
     id_token, access = answer.get("id_token"), answer.get("access_token")
     if status != 200 or not isinstance(id_token, str):
         out["id_token"] = {"ran": False, "detail": f"token endpoint answered {status} {answer.get('error', '')}"}
@@ -212,7 +219,7 @@ async def probe_code_flow(browser: Browser, client: GuardedClient, target: OidcT
                                          algorithms=target.algorithms, leeway_s=target.leeway_s)
     out["id_token"] = {"ran": True, "claims_present": sorted(claims) if claims else [],
                        "subject": claims.get("sub") if claims else None, "findings": [f.message for f in findings]}
-    status, answer = await _redeem(client, target, token, code, verifier, secret)
+    status, answer = await _redeem(client, target, token, code, verifier, secret, synthetic_identity)
     out["replay"] = {"status": status, "error": answer.get("error"),
                      "refused": status is not None and 400 <= status < 500 and "id_token" not in answer}
     if isinstance(access, str) and userinfo.startswith(("http://", "https://")):

@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -54,6 +54,10 @@ Mode = Literal["test", "live"]
 
 class PaymentsError(Exception):
     """Stripe could not be used or answered something unusable; the message says why (never a key)."""
+
+
+class CreationRefused(PaymentsError):
+    """The price is missing and creating it was not approved; nothing was written."""
 
 
 class LiveModeRefused(PaymentsError):
@@ -208,8 +212,15 @@ def _matches(obj: Any, p: StripeParams) -> bool:
             and price.get("currency") == p.currency.lower() and price.get("type", "one_time") == "one_time")
 
 
-async def resolve_or_create_price(access: StripeAccess, p: StripeParams) -> PriceResolution:
-    """The micro price: configured id, else lookup key, else metadata, else created once."""
+async def resolve_or_create_price(access: StripeAccess, p: StripeParams, *,
+                                  creation_refused: Callable[[], str | None] | None = None) -> PriceResolution:
+    """The micro price: configured id, else lookup key, else metadata, else created once.
+
+    ``creation_refused`` is asked only when the price must be created (a write to the
+    Stripe account): a reason it returns raises :class:`CreationRefused` and nothing is
+    created. Prod audits pass the production-write approval check here, so a price that
+    already exists never costs an approval request.
+    """
     prices = access.client.v1.prices
     try:
         if p.price_id_micro_sku != AUTO:
@@ -228,6 +239,10 @@ async def resolve_or_create_price(access: StripeAccess, p: StripeParams) -> Pric
             scanned += 1
             if scanned >= MAX_SCANNED_PRICES:
                 break
+        refusal = creation_refused() if creation_refused is not None else None
+        if refusal:
+            raise CreationRefused(f"the micro price {p.lookup_key!r} does not exist and creating it is not allowed: "
+                                  f"{refusal}")
         created = await prices.create_async(
             {"currency": p.currency.lower(), "unit_amount": p.micro_amount_cents, "lookup_key": p.lookup_key,
              "nickname": p.product_name, "product_data": {"name": p.product_name},

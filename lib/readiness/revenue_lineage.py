@@ -24,7 +24,7 @@ from IPython.display import Markdown
 from readiness import aio
 from readiness.charts import STATUS_COLOURS, save_chart
 from readiness.check import Check, Status
-from readiness.monetization import TAGS, TRACE, json_body, load_trace
+from readiness.monetization import TRACE, json_body, load_trace, no_checkout
 from readiness.phase import Phase
 from readiness.report import checks_table, header, md_table, status_line
 from readiness.telemetry import TelemetryUnavailable, iso
@@ -57,8 +57,7 @@ def verify_revenue_arrival(phase: Phase) -> pd.DataFrame:
     completion, limit = trace.get("completion"), phase.params.thresholds.telemetry_arrival_s
     ids = [f"monetization.lineage.{e}_arrival" for e in EVENTS] + ["monetization.lineage.revenue_fields"]
     if not completion:
-        phase.record([Check(id=cid, phase=phase.name, status=Status.INCONCLUSIVE, tags=TAGS, title=cid,
-                            detail="no completed micro-checkout in this run") for cid in ids])
+        phase.record(no_checkout(phase, ids))
         return pd.DataFrame()
     start, trace_id = _since(completion), completion["trace_id"]
     window_from = dt.datetime.fromtimestamp(start - 5, dt.UTC)
@@ -120,8 +119,7 @@ def check_finance_tiles(phase: Phase) -> pd.DataFrame:
     common = {"phase": phase.name, "app": phase.params.telemetry_app, "severity": "P1",
               "tags": ("data_protection", "observability", "monetization"), "evidence": (TRACE, TILES)}
     if not completion:
-        phase.record([Check(id=cid, phase=phase.name, status=Status.INCONCLUSIVE, tags=common["tags"], title=cid,
-                            detail="no completed micro-checkout in this run") for cid in ids])
+        phase.record(no_checkout(phase, ids, common["tags"]))
         return pd.DataFrame()
     a8, trace_id = phase.params.app(phase.params.telemetry_app), completion["trace_id"]
     state: dict[str, Any] = {"tiles": [], "error": None}

@@ -11,7 +11,8 @@ Phase functions (notebook ``06_telemetry_contract``), each recording its checks:
 * :func:`contract` — every required event type seen in the run's window is validated
   against the schema; a type that never arrived FAILs; with no events at all the checks
   are INCONCLUSIVE (nothing was observed, so nothing is proven either way);
-* :func:`dedupe` — the same (idempotency_key, trace_id) posted twice is stored once,
+* :func:`dedupe` — the same (idempotency_key, trace_id) posted twice is stored once (BLOCKED
+  in ``prod`` without a ``production_write`` approval: the probes are writes),
   while events that share only one of the two are all kept;
 * :func:`write_verdict` — ``reports/a8_wiring_verdict.md`` over all of the phase's checks.
 
@@ -35,7 +36,7 @@ from IPython.display import Markdown
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 from readiness import aio
-from readiness.check import Check
+from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
 from readiness.params_contracts import TELEMETRY_CONTRACT_FIELDS
 from readiness.phase import Phase
@@ -259,7 +260,7 @@ def dedupe(phase: Phase) -> pd.DataFrame:
         return {"posts": posts, "stored": stored, "error": None}
 
     if refusal:
-        return _record_dedupe(phase, None, originals, [], refusal, start)
+        return _record_dedupe(phase, None, originals, [], refusal, start, blocked=True)
     res = aio.run(go())
     return _record_dedupe(phase, res["stored"], originals, res["posts"], res["error"], start)
 
@@ -273,7 +274,9 @@ def _count_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
 
 
 def _record_dedupe(phase: Phase, stored: list[dict[str, Any]] | None, originals: list[dict[str, Any]],
-                   posts: list[dict[str, Any]], problem: str | None, start: dt.datetime) -> pd.DataFrame:
+                   posts: list[dict[str, Any]], problem: str | None, start: dt.datetime,
+                   blocked: bool = False) -> pd.DataFrame:
+    """Record the dedupe checks; ``blocked``: nothing was posted because ``problem`` refused it."""
     window = f"{iso(start)}/{iso(dt.datetime.now(dt.UTC))}"
     counts = _count_rows(stored or [])
     pairs = [(e["idempotency_key"], e["trace_id"]) for e in originals]
@@ -288,7 +291,7 @@ def _record_dedupe(phase: Phase, stored: list[dict[str, Any]] | None, originals:
     phase.run.write_json(POST_SAMPLES, {
         "window": window, "ingest_path": INGEST_PATH, "auth": "bearer telemetry key (value not recorded)",
         "posts": posts, "sample_events": originals[:3], "stored_once": once, "stored_more_than_once": twice,
-        "variants_kept": distinct_variants, "problem": problem})
+        "variants_kept": distinct_variants, "problem": problem, "blocked": blocked})
     common = dict(phase=phase.name, window=window, evidence=(POST_SAMPLES,), tags=("observability",),
                   severity="P1", app=phase.params.telemetry_app)
     n = len(pairs)
@@ -303,6 +306,8 @@ def _record_dedupe(phase: Phase, stored: list[dict[str, Any]] | None, originals:
                     observed=None if observed is None else distinct_variants, expected=2 * n, unit="events",
                     n=2 * n, detail=_join(f"{distinct_variants}/{2 * n} variants stored", note), **common),
     ]
+    if blocked:
+        checks = [c.with_status(Status.BLOCKED, problem) for c in checks]
     phase.record(checks)
     return checks_frame(checks)
 

@@ -22,6 +22,11 @@ and below ``thresholds.agreement_min`` agreement the sampling verdicts are INCON
 not PASS or FAIL: a store that disagrees with direct observation cannot convict or clear.
 Arrival latency is the event's own timestamp to the store's ``received_at`` when the store
 reports it, else to the first poll that saw the event (resolution ``poll_interval_s``).
+
+The probes are writes: in ``prod`` they are sent only under a ``production_write``
+approval covering the probe app. Without one nothing is sent, the probe evidence is empty
+and says why, and every check the probes feed (sampling, dual source, arrival) is
+BLOCKED with the refusal; the finance and acceptance checks only read and still run.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 import altair as alt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 
 from readiness import aio
 from readiness.charts import ecdf_chart, save_chart
@@ -56,8 +62,14 @@ ACCEPTANCE = "evidence/telemetry_acceptance.json"
 ARRIVAL_CHART = "telemetry_arrival_ecdf"
 PROBE_EVENT = "cta_impression"
 ERROR_VALUE = "render_timeout"
-BLOCKABLE = (("telemetry.sampling.success_share", "success events arrive at the sampling rate"),
-             ("telemetry.sampling.errors_complete", "error events arrive at 100%"))
+BLOCKABLE = (("telemetry.controls.dual_source", "the store's copy of each probe matches the app's answer"),
+             ("telemetry.sampling.success_share", "success events arrive at the sampling rate"),
+             ("telemetry.sampling.success_rate_declared", "sampled events declare the sampling rate"),
+             ("telemetry.sampling.errors_complete", "error events arrive at 100%"),
+             ("telemetry.arrival.latency", "events reach the store within the arrival threshold"))
+PROBE_COLUMNS = {"trace_id": "object", "kind": "object", "window": "object", "sent_at": "float64", "status": "Int64",
+                 "ok": "bool", "error": "object", "arrived": "bool", "b_status": "Int64", "b_app": "object",
+                 "b_route": "object", "sample_rate": "float64", "arrival_ms": "float64", "arrival_source": "object"}
 QUIET_POLLS = 2  # polls without a new arrival before the wait ends (all error probes seen)
 
 
@@ -77,8 +89,11 @@ def drive_probes(phase: Phase) -> pd.DataFrame:
     app = p.app(c.probe_app)
     refusal = production_writes_allowed(phase, "telemetry sampling probes", (app.id,))
     if refusal:
-        phase.record([Check(id=cid, phase=phase.name, status=Status.BLOCKED, title=title, app=app.id,
-                            tags=("observability",), severity="P1", detail=refusal) for cid, title in BLOCKABLE])
+        now = iso(dt.datetime.now(dt.UTC))
+        phase.run.write_frame(PROBES, pd.DataFrame({k: pd.Series(dtype=t) for k, t in PROBE_COLUMNS.items()}))
+        phase.run.write_json(PROBE_WINDOW, {"start": now, "end": now, "probe_app": app.id, "route": c.impression_path,
+                                            "store_error": None, "blocked": refusal})
+        phase.record(_blocked(phase, refusal))
         return pd.DataFrame([{"status": "BLOCKED", "reason": refusal}])
     plan = _plan(c.sampling_probe_events, c.error_probe_events, c.burn_in_probe_events)
     traces = [uuid.uuid4().hex for _ in plan]
@@ -114,6 +129,20 @@ def drive_probes(phase: Phase) -> pd.DataFrame:
                                             "burn_in": c.burn_in_probe_events}})
     return df.groupby(["window", "kind"]).agg(sent=("ok", "size"), acknowledged=("ok", "sum"),
                                               arrived=("arrived", "sum")).reset_index()
+
+
+def _blocked(phase: Phase, refusal: str, ids: set[str] | None = None) -> list[Check]:
+    """The probe-fed checks (or those of ``ids``), BLOCKED: the probes were never sent."""
+    app = phase.params.telemetry_contract.probe_app
+    return [Check(id=cid, phase=phase.name, status=Status.BLOCKED, title=title, app=app, tags=("observability",),
+                  severity="P1", evidence=(PROBE_WINDOW,), detail=refusal)
+            for cid, title in BLOCKABLE if ids is None or cid in ids]
+
+
+def _refusal(phase: Phase) -> str | None:
+    """Why :func:`drive_probes` sent nothing in this run, if it did not."""
+    path = phase.run.path(PROBE_WINDOW)
+    return json.loads(path.read_text()).get("blocked") if path.exists() else None
 
 
 async def _poll_arrivals(phase: Phase, client: GuardedClient, start: dt.datetime, wanted: set[str],
@@ -188,6 +217,11 @@ def sampling(phase: Phase, lookback_s: float = 0.0) -> pd.DataFrame:
     """Dual-source agreement, success share, declared rate, errors and finance at 100%."""
     p = phase.params
     c, t = p.telemetry_contract, p.thresholds
+    refusal = _refusal(phase)
+    if refusal:
+        checks = [*_blocked(phase, refusal, {cid for cid, _ in BLOCKABLE[:4]}), _finance(phase, lookback_s)]
+        phase.record(checks)
+        return checks_frame(checks)
     df = load_probes(phase)
     win = json.loads(phase.run.path(PROBE_WINDOW).read_text())
     window = f"{win['start']}/{win['end']}"
@@ -267,6 +301,10 @@ def arrival(phase: Phase) -> pd.DataFrame:
     """Arrival latency of the probes that arrived, against ``thresholds.telemetry_arrival_s``."""
     p = phase.params
     c, t = p.telemetry_contract, p.thresholds
+    refusal = _refusal(phase)
+    if refusal:
+        phase.record(_blocked(phase, refusal, {"telemetry.arrival.latency"}))
+        return pd.DataFrame([{"status": "BLOCKED", "reason": refusal}])
     df = load_probes(phase)
     got = df[(df.window == "measured") & df.arrived]
     samples = got.arrival_ms.to_numpy(dtype=float)
@@ -285,10 +323,16 @@ def arrival(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("percentile")[["estimate", "low", "high", "upper", "n", "needs_n"]]
 
 
-def arrival_chart(phase: Phase) -> alt.LayerChart:
-    """ECDF of arrival latency (ms), the threshold as a rule; saved under charts/."""
+def arrival_chart(phase: Phase) -> alt.LayerChart | Markdown:
+    """ECDF of arrival latency (ms), the threshold as a rule; saved under charts/.
+
+    With no arrival to draw (probes blocked, or none arrived) a note says so instead.
+    """
     df = load_probes(phase)
     got = df[(df.window == "measured") & df.arrived]
+    if got.empty:
+        why = _refusal(phase) or "no measured probe reached the store"
+        return Markdown(f"No arrival latency to chart: {why}.")
     curve = ecdf(got.arrival_ms.to_numpy(dtype=float)).assign(series="probe events")
     chart = ecdf_chart(curve, threshold_ms=phase.params.thresholds.telemetry_arrival_s * 1000,
                        title="Telemetry arrival latency (event timestamp → store)")

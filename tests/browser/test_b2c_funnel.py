@@ -16,43 +16,26 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from readiness import b2c
 from readiness.check import Status
 from readiness.params import load_params
 from readiness.phase import Phase
 from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ensure_sandbox, stop_sandbox
 
 pytestmark = pytest.mark.browser
 
 BASE_PORT = 28720  # A1 = 28721 … A8 = 28728
 
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def params_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def params_file(tmp_path_factory: pytest.TempPathFactory, params_factory, start_sandbox) -> Iterator[Path]:
     """The sandbox params on this module's ports and state folder; the sandbox runs for the module."""
-    folder = tmp_path_factory.mktemp("b2c")
-    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
-    for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{BASE_PORT + i}"
-    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
-    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    saved = dict(os.environ)
-    params = load_params(path)
-    ensure_sandbox(params)
-    try:
+    path = params_factory(tmp_path_factory.mktemp("b2c"), port_base=BASE_PORT)
+    with start_sandbox(path):
         yield path
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def make_phase(params_file: Path, outputs: Path, signups: int) -> Phase:

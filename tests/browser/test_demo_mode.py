@@ -7,46 +7,29 @@ through Playwright's async API and files one dashboard screenshot per flag state
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
 from readiness import command_center
 from readiness.params import load_params
 from readiness.phase import Phase
 from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ensure_sandbox, stop_sandbox
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 PORT_BASE = 28960
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase]:
+def phase(tmp_path_factory: pytest.TempPathFactory, params_factory, start_sandbox) -> Iterator[Phase]:
     folder = tmp_path_factory.mktemp("demo-mode")
-    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
-    for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{PORT_BASE + i}"
-    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
-    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    params = load_params(path)
-    saved = dict(os.environ)
-    ensure_sandbox(params)
-    try:
+    path = params_factory(folder, port_base=PORT_BASE)
+    with start_sandbox(path):
+        params = load_params(path)
         run = RunFolder.create(folder / "outputs", params, path, mode="interactive")
         yield Phase(name="05_monetization", params=params, params_file=path, run=run)
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -19,39 +19,24 @@ import yaml
 
 from readiness import b2b
 from readiness.check import Status
-from readiness.params import load_params
 from readiness.phase import open_phase
-from readiness.sandbox_control import ADMIN_TOKEN_ENV, ensure_sandbox, stop_sandbox
+from readiness.sandbox_control import ADMIN_TOKEN_ENV
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 BASE_PORT = 28810
 N = 5
 
 
 @pytest.fixture(scope="module")
-def base_params(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    folder = tmp_path_factory.mktemp("b2b")
-    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
-    for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{BASE_PORT + i}"
-    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
-    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
-    data["thresholds"]["funnel_success_min"] = 0.5
-    data["thresholds"]["telemetry_arrival_s"] = 15
-    data["b2b"].update(provider_signups=N, vus=2, max_duration_s=60)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    saved = dict(os.environ)
-    params = load_params(path)
-    ensure_sandbox(params)
-    try:
-        yield data
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
+def base_params(tmp_path_factory: pytest.TempPathFactory, params_factory, start_sandbox) -> Iterator[dict[str, Any]]:
+    def edit(data: dict[str, Any]) -> None:
+        data["thresholds"]["funnel_success_min"] = 0.5
+        data["thresholds"]["telemetry_arrival_s"] = 15
+        data["b2b"].update(provider_signups=N, vus=2, max_duration_s=60)
+    path = params_factory(tmp_path_factory.mktemp("b2b"), port_base=BASE_PORT, edit=edit)
+    with start_sandbox(path):
+        yield yaml.safe_load(path.read_text())
 
 
 @pytest.fixture()

@@ -24,38 +24,22 @@ from readiness.check import Status
 from readiness.params import Params, load_params
 from readiness.phase import Phase
 from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ensure_sandbox, set_flag, stop_sandbox
+from readiness.sandbox_control import set_flag
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PORT_BASE = 28950
 
 
-def write_params(folder: Path, port_base: int) -> Path:
-    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
-    for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{port_base + i}"
-    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
-    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
+def short_windows(data: dict[str, Any]) -> None:
     data["windows"]["quick"] = {"stable_window_s": 20, "burn_in_s": 1.5, "dedupe_s": 30, "sustained_s": 2}
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
-def params_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = write_params(tmp_path_factory.mktemp("command-center"), PORT_BASE)
-    params = load_params(path)
-    saved = dict(os.environ)
-    ensure_sandbox(params)
-    try:
+def params_file(tmp_path_factory: pytest.TempPathFactory, params_factory, start_sandbox) -> Iterator[Path]:
+    path = params_factory(tmp_path_factory.mktemp("command-center"), port_base=PORT_BASE, edit=short_windows)
+    with start_sandbox(path):
         yield path
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

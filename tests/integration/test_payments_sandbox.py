@@ -282,6 +282,31 @@ def test_stripe_idempotency_keys_return_the_first_price(pay_params: Params, tmp_
     assert first == second
 
 
+def test_a_refused_creation_writes_nothing_and_an_existing_price_asks_no_one(pay_params: Params,
+                                                                             tmp_path: Path) -> None:
+    p = pay_params.stripe.model_copy(update={"lookup_key": f"refused_{uuid.uuid4().hex[:8]}"})
+    phase = _phase(pay_params, tmp_path)
+    asked: list[str] = []
+
+    def refuse() -> str:
+        asked.append("refuse")
+        return "no production_write approval"
+
+    async def resolve(refusal) -> payments.PriceResolution:
+        async with phase.client() as client:
+            access = payments.open_stripe(pay_params, phase.run, client, phase=phase.name, purpose="test",
+                                          synthetic_identity=phase.synthetic_identity)
+            return await payments.resolve_or_create_price(access, p, creation_refused=refusal)
+
+    with pytest.raises(payments.CreationRefused, match=f"^the micro price '{p.lookup_key}' does not exist and "
+                                                       "creating it is not allowed: no production_write approval$"):
+        aio.run(resolve(refuse))
+    created = aio.run(resolve(lambda: None))
+    assert created.how == "created"  # nothing was created by the refused attempt, or this would be a lookup
+    asked.clear()
+    assert aio.run(resolve(refuse)).price_id == created.price_id and asked == []
+
+
 def test_without_a5_there_is_no_local_stripe(tmp_path: Path) -> None:
     apps = [launcher.AppSpec("A1", 28641), launcher.AppSpec("A8", 28642)]
     try:

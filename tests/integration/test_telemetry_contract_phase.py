@@ -14,44 +14,29 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from readiness.check import Status
 from readiness.inventory import telemetry_burn_in
-from readiness.params import load_params
 from readiness.phase import Phase, open_phase
-from readiness.sandbox_control import ensure_sandbox, stop_sandbox
 from readiness.telemetry_contract import contract, dedupe, write_verdict
 from readiness.telemetry_sampling import acceptance, arrival, arrival_chart, drive_probes, sampling
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 BASE_PORT = 28900
 PHASE = "06_telemetry_contract"
 
 
 @pytest.fixture(scope="module")
-def params_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def params_file(tmp_path_factory: pytest.TempPathFactory, params_factory, start_sandbox) -> Iterator[Path]:
     """Sandbox params on this module's ports; the sandbox runs for the module, then stops."""
     folder = tmp_path_factory.mktemp("telemetry-contract")
-    data = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
-    for i, app in enumerate(data["apps"], 1):
-        app["base_url"] = f"http://127.0.0.1:{BASE_PORT + i}"
-    data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
-    data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
-    data["thresholds"]["telemetry_arrival_s"] = 8  # a lost event is declared lost after 8 s, not 60
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    params = load_params(path)
-    saved = dict(os.environ)
-    os.environ["READINESS_OUTPUTS"] = str(folder / "outputs")
-    ensure_sandbox(params)
-    try:
+
+    def edit(data: dict[str, Any]) -> None:
+        data["thresholds"]["telemetry_arrival_s"] = 8  # a lost event is declared lost after 8 s, not 60
+    path = params_factory(folder, port_base=BASE_PORT, edit=edit)
+    with start_sandbox(path):
+        os.environ["READINESS_OUTPUTS"] = str(folder / "outputs")  # restored with the environment after
         yield path
-    finally:
-        stop_sandbox(params)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture()
