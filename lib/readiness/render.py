@@ -31,7 +31,7 @@ from traitlets.config import Config
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 NOTEBOOK_TEMPLATE = "offline"
 INDEX_TEMPLATE = "run_index.html.j2"
-PHASE_STATUSES = ("OK", "ERROR", "BLOCKED", "SKIPPED")
+PHASE_STATUSES = ("OK", "ERROR", "BLOCKED", "STOPPED", "SKIPPED")
 GRADES = ("Green", "Yellow", "Red")
 CHECK_STATUS_ORDER = ("PASS", "FAIL", "INCONCLUSIVE", "SKIPPED", "STOPPED", "BLOCKED", "ERROR")
 ARTIFACT_FOLDERS = ("reports", "evidence", "charts")

@@ -12,7 +12,11 @@ exports, the rows behind it.
 
 ``GET /api/tiles`` answers every tile, recomputed at most once per ``TILE_REFRESH_S``
 (each tile scans its window, and a page polled by many viewers must not scale that scan
-with the number of viewers; the cache is dropped when the demo flag changes).
+with the number of viewers). While the tiles are polled, a stale body is answered at once
+and recomputed in the background (stale-while-revalidate), so no request waits for the
+scan; a body older than ``TILE_MAX_STALE_S`` (nobody asked for a while) or computed under
+the other demo-flag state is recomputed before answering, so a reader after a pause
+never sees old numbers.
 ``GET /api/tiles/{id}/export?format=json|csv`` recomputes one tile and adds the rows
 behind it (at most ``EXPORT_LIMIT``, newest first), the evidence an audit files.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +57,7 @@ EXPORT_LIMIT = 10_000
 SIMULATED_NAMESPACE = "simulated_audit"
 DEMO_LABEL = "DEMO — simulated revenue"
 TILE_REFRESH_S = 1.0
+TILE_MAX_STALE_S = 3.0  # older than this (no reader meanwhile): recomputed before answering
 EXPORT_FORMATS = ("json", "csv")
 
 SCHEMA = """
@@ -84,8 +90,8 @@ REVENUE = EventScope(event_type="revenue_settled")
 BUSINESS_REVENUE = EventScope(event_type="revenue_settled", condition=f"NOT {SYNTHETIC_SQL}")
 BILLING = EventScope(
     app_id="A6",
-    condition="json_extract(body, '$.finance_metrics.provider_fee_cents') IS NOT NULL"
-    " OR json_extract(body, '$.finance_metrics.ai_markup_cents') IS NOT NULL",
+    condition="event_type <> 'http_request' AND (json_extract(body, '$.finance_metrics.provider_fee_cents') IS NOT NULL"
+    " OR json_extract(body, '$.finance_metrics.ai_markup_cents') IS NOT NULL)",
 )
 SERVER_ERRORS = EventScope(event_type="http_request", condition="status >= 500")
 
@@ -117,11 +123,23 @@ class TileDef:
 
 @dataclasses.dataclass(frozen=True)
 class View:
-    """What one tile computation needs: the store, the window start, and the demo flag."""
+    """What one tile computation needs: the store, the window start, and the demo flag.
+
+    ``memo`` is shared by the tiles of one refresh, so tiles over the same window (requests,
+    errors and P95 per app) scan it once.
+    """
 
     store: TelemetryStore
     since: float
     demo_mode: bool
+    memo: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    def per_app(self) -> dict[str, dict[str, Any]]:
+        key = ("per_app", self.since)
+        if key not in self.memo:
+            self.memo[key] = self.store.per_app(self.since)
+        found: dict[str, dict[str, Any]] = self.memo[key]
+        return found
 
 
 @dataclasses.dataclass
@@ -162,7 +180,7 @@ def _traces(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _per_app(d: TileDef, v: View) -> Tile:
-    values = v.store.per_app(d.metric, v.since)
+    values = v.per_app()[d.metric]
     numbers = [x for x in values.values() if x is not None]
     if d.metric == "p95_ms":
         value = max(numbers) if numbers else None  # the worst app is what a reader must see first
@@ -291,10 +309,11 @@ COMPUTE: dict[str, Callable[[TileDef, View], Tile]] = {
 }
 
 
-def compute(d: TileDef, store: TelemetryStore, demo_mode: bool, now: float | None = None) -> Tile:
-    """One tile over its window ending now."""
+def compute(d: TileDef, store: TelemetryStore, demo_mode: bool, now: float | None = None,
+            memo: dict[Any, Any] | None = None) -> Tile:
+    """One tile over its window ending now (``memo``: shared by the tiles of one refresh)."""
     now = time.time() if now is None else now
-    return COMPUTE[d.metric](d, View(store, now - d.window_s, demo_mode))
+    return COMPUTE[d.metric](d, View(store, now - d.window_s, demo_mode, {} if memo is None else memo))
 
 
 def all_tiles(ctx: AppContext, store: TelemetryStore) -> dict[str, Any]:
@@ -302,20 +321,46 @@ def all_tiles(ctx: AppContext, store: TelemetryStore) -> dict[str, Any]:
     demo = ctx.flags.enabled(DEMO_FLAG)
     now = time.time()
     updated = utc_now_iso()
-    tiles = [compute(d, store, demo, now).as_json(updated) for d in definitions(ctx)]
+    memo: dict[Any, Any] = {}
+    tiles = [compute(d, store, demo, now, memo).as_json(updated) for d in definitions(ctx)]
     return {"generated_at": updated, "demo_mode": demo, "tiles": tiles}
 
 
+class TileCache:
+    """The ``/api/tiles`` body, refreshed stale-while-revalidate (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._body: dict[str, Any] | None = None
+        self._at = 0.0
+        self._refreshing = False
+
+    def get(self, ctx: AppContext) -> dict[str, Any]:
+        demo = ctx.flags.enabled(DEMO_FLAG)
+        with self._lock:
+            body, age = self._body, time.time() - self._at
+            if body is not None and body["demo_mode"] == demo and age < TILE_MAX_STALE_S:
+                if age >= TILE_REFRESH_S and not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh, args=(ctx,), name="a8-tiles", daemon=True).start()
+                return body
+        return self._refresh(ctx)
+
+    def _refresh(self, ctx: AppContext) -> dict[str, Any]:
+        try:
+            body = {**all_tiles(ctx, ctx.services["store"]), "refresh_s": TILE_REFRESH_S}
+            with self._lock:
+                self._body, self._at = body, time.time()
+            return body
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+
 def cached_tiles(ctx: AppContext) -> dict[str, Any]:
-    """:func:`all_tiles`, recomputed at most once per ``TILE_REFRESH_S`` or when the demo flag changes."""
-    cache: dict[str, Any] = ctx.services.setdefault("tile_cache", {"at": 0.0, "demo": None, "body": None})
-    now = time.time()
-    demo = ctx.flags.enabled(DEMO_FLAG)
-    if cache["body"] is None or cache["demo"] != demo or now - cache["at"] >= TILE_REFRESH_S:
-        body = {**all_tiles(ctx, ctx.services["store"]), "refresh_s": TILE_REFRESH_S}
-        cache.update(at=now, demo=demo, body=body)
-    body_now: dict[str, Any] = cache["body"]
-    return body_now
+    """:func:`all_tiles` through the app's :class:`TileCache`."""
+    cache: TileCache = ctx.services.setdefault("tile_cache", TileCache())
+    return cache.get(ctx)
 
 
 def tiles_endpoint(request: Request) -> Response:

@@ -102,6 +102,22 @@ def test_no_go_gate_blocks_later_phases(sandbox, test_params_file: Path, books: 
     assert outcome.exit_code == 0  # no --fail-on
 
 
+def test_a_stop_condition_stops_later_phases_and_the_run_still_reports(sandbox, test_params_file: Path,
+                                                                        books: Path, tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "01_smoke.ipynb", "from readiness.runfolder import RunFolder\nrun = RunFolder.open(run_dir)\n"
+             "run.update_info(stop_conditions=[{'phase': '01_smoke', 'reason': 'regression above 20%'}])")
+    notebook(books / "02_latency_profile.ipynb", "raise AssertionError('must not run')")
+    outcome = run_suite(test_params_file, outputs=tmp_path / "out", echo=lambda _l: None)
+    assert [(p.phase, p.status) for p in outcome.phases] == [
+        ("00_inventory", "OK"), ("01_smoke", "OK"), ("02_latency_profile", "STOPPED"), ("11_readiness_score", "OK")]
+    stopped = {c.id: c for c in load_checks(outcome.run_dir)}["run.02_latency_profile"]
+    assert stopped.status is Status.STOPPED and "regression above 20%" in stopped.detail
+    assert outcome.status == "complete"
+    index = (outcome.run_dir / "index.html").read_text()
+    assert "02_latency_profile" in index and "STOPPED" in index
+
+
 def test_ctrl_c_leaves_an_interrupted_run_without_score(sandbox, test_params_file: Path, books: Path,
                                                         tmp_path: Path) -> None:
     gate_notebook(books / "00_inventory.ipynb", "PASS")
