@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from readiness.params_sections import StrictModel
+from readiness.params_sections import StrictModel, UrlPath
 
 HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 _APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -24,7 +24,7 @@ class Route(StrictModel):
 
     name: str = Field(min_length=1)
     method: str = "GET"
-    path: str
+    path: UrlPath
     hot_path: bool = False
     body: dict[str, Any] | None = None  # JSON sent when probing a mutating route (synthetic data)
     remediation: str | None = None  # named in the report when the route misses its target
@@ -36,12 +36,6 @@ class Route(StrictModel):
             raise ValueError(f"unknown HTTP method {v!r} (expected one of {', '.join(HTTP_METHODS)})")
         return v.upper()
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
 
 class Slo(StrictModel):
@@ -60,8 +54,8 @@ class App(StrictModel):
     role: str = Field(min_length=1)
     base_url: str
     owner: str = Field(min_length=1)
-    health_path: str = "/health"
-    ready_path: str = "/ready"
+    health_path: UrlPath = "/health"
+    ready_path: UrlPath = "/ready"
     smoke_action: Route
     critical_routes: list[Route] = Field(default_factory=list)
     mutating_routes: list[Route] = Field(default_factory=list)
@@ -88,12 +82,6 @@ class App(StrictModel):
             raise ValueError(f"invalid URL {v!r}: a base URL has no query or fragment")
         return v.rstrip("/")
 
-    @field_validator("health_path", "ready_path")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _unique_routes(self) -> App:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from readiness.params_sections import StrictModel
+from readiness.params_sections import StrictModel, UrlPath
 
 TELEMETRY_REQUIRED_EVENTS = (
     "identity_ok", "page_build_requested", "page_published", "bandit_config", "cta_emitted", "cta_impression",
@@ -55,7 +55,7 @@ class TelemetryContract(StrictModel):
     burn_in_probe_events: int = Field(default=20, ge=0, le=10_000)
     dedupe_probe_pairs: int = Field(default=20, ge=1, le=1_000)
     probe_app: str = "A7"
-    impression_path: str = "/api/cta/impressions"
+    impression_path: UrlPath = "/api/cta/impressions"
     impression_body: dict[str, str] = Field(default_factory=lambda: {"arm_id": "signup_hero", "page": "/pricing"})
     error_field: str = Field(default="error", min_length=1)  # body field that turns an impression into an error
     drive_concurrency: int = Field(default=8, ge=1, le=64)
@@ -96,12 +96,6 @@ class TelemetryContract(StrictModel):
             raise ValueError("duplicate contract fields")
         return v
 
-    @field_validator("impression_path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> TelemetryContract:
@@ -132,19 +126,13 @@ class HardeningRoute(StrictModel):
 
     app: str
     method: _MUTATING = "POST"
-    path: str
+    path: UrlPath
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     body: dict[str, object]
     alt_body: dict[str, object] | None = None
     effect_event: str | None = Field(default=None, min_length=1)
     identity: str = "student"
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _distinct_alt(self) -> HardeningRoute:
@@ -202,11 +190,11 @@ class B2B(StrictModel):
     base_costs_cents: list[int] = Field(default_factory=lambda: [1234, 37, 999, 5], min_length=1)
     currency: str = Field(default="usd", pattern=r"^[a-z]{3}$")
     landing_app: str = "A7"
-    landing_path: str = "/for-providers"
+    landing_path: UrlPath = "/for-providers"
     portal_app: str = "A6"
-    register_path: str = "/api/providers"
-    listing_path: str = "/api/listings"
-    billing_path: str = "/api/billing/usage"
+    register_path: UrlPath = "/api/providers"
+    listing_path: UrlPath = "/api/listings"
+    billing_path: UrlPath = "/api/billing/usage"
     billing_event: str = Field(default="provider_usage_billed", min_length=1)
     tile_id: str = "b2b_billing"
 
@@ -218,12 +206,6 @@ class B2B(StrictModel):
             raise ValueError(f"base costs must be integers between 1 and 100000000 cents, got {bad}")
         return v
 
-    @field_validator("landing_path", "register_path", "listing_path", "billing_path")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
 
 B2C_SELECTORS = ("cta", "email", "name", "password", "signup", "checkout", "first_page", "error")
@@ -252,12 +234,12 @@ class Funnels(StrictModel):
     b2c_signups: int = Field(default=10, ge=1, le=200)
     concurrency: int = Field(default=2, ge=1, le=8)  # browser contexts driven at once
     landing_app: str = "A7"
-    landing_path: str = "/get-started"
+    landing_path: UrlPath = "/get-started"
     identity_app: str = "A1"
     student_app: str = "A2"
-    callback_path: str = "/oauth2/callback"
-    first_page_path: str = "/onboarding/first-page"
-    profile_path: str = "/api/me"  # on the student app: the signed-in learner, with the attribution stored
+    callback_path: UrlPath = "/oauth2/callback"
+    first_page_path: UrlPath = "/onboarding/first-page"
+    profile_path: UrlPath = "/api/me"  # on the student app: the signed-in learner, with the attribution stored
     oidc_client_id: str = Field(default="sandbox-student-app", min_length=1)
     oidc_client_secret: str = "OIDC_CLIENT_SECRET"
     oidc_scope: str = "openid email profile"
@@ -275,12 +257,6 @@ class Funnels(StrictModel):
     tile_id: str = "growth_signups"
     tile_poll_s: float = Field(default=0.5, gt=0, le=10)
 
-    @field_validator("landing_path", "callback_path", "first_page_path", "profile_path")
-    @classmethod
-    def _paths(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path must start with '/', got {v!r}")
-        return v
 
     @field_validator("oidc_client_secret")
     @classmethod

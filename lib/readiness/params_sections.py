@@ -7,9 +7,9 @@ Split from :mod:`readiness.params` only to keep each module to one screenful of 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SANDBOX_FLAGS = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
 SANDBOX_APP_IDS = tuple(f"A{i}" for i in range(1, 9))
@@ -22,6 +22,16 @@ RESTRICTED_ACTIONS = (
     "stripe_live_charge",
     "bandit_policy_change",
 )
+
+
+def _url_path(v: str) -> str:
+    if not v.startswith("/"):
+        raise ValueError(f"path must start with '/', got {v!r}")
+    return v
+
+
+#: A path on an app ("/api/x"): the one rule every path field of the params shares.
+UrlPath = Annotated[str, AfterValidator(_url_path)]
 
 
 class StrictModel(BaseModel):
