@@ -9,7 +9,7 @@ Public surface (everything a notebook, a test or an analyst needs):
 - run folders: :class:`RunFolder`, :func:`latest_complete_run`, :func:`run_status`
 - phases: :func:`open_phase`, :class:`Phase`
 - HTTP: :class:`GuardedClient`, :class:`Sample`, :class:`PolicyRefused`
-- approvals: :func:`request_approval`
+- approvals: :func:`require_approval`
 - running: :func:`run_suite`
 - latency data: :func:`load_samples` (one run's probes), :func:`p95_history` (every run, via DuckDB),
   :func:`percentile_summary`, :func:`quantile_difference`, :func:`plan_sample_size`
@@ -34,7 +34,7 @@ __all__ = [
     "Check", "GuardedClient", "Params", "ParamsError", "Phase", "PolicyRefused", "RunFolder", "Sample", "Status",
     "combine", "error_rate_check", "improvement_check", "latency_check", "latest_complete_run", "load_params",
     "load_samples", "min_n_for_bound", "open_phase", "p95_history", "percentile_summary", "plan_sample_size",
-    "quantile_difference", "quantile_interval", "rate_check", "regression_check", "request_approval", "run_status",
+    "quantile_difference", "quantile_interval", "rate_check", "regression_check", "require_approval", "run_status",
     "run_suite", "value_check", "wilson_interval",
 ]
 
@@ -46,9 +46,9 @@ def __getattr__(name: str):  # heavier parts load on first use, keeping `import 
     if name in ("GuardedClient", "Sample", "PolicyRefused"):
         from readiness import client
         return getattr(client, name)
-    if name == "request_approval":
-        from readiness.approvals import request_approval
-        return request_approval
+    if name == "require_approval":
+        from readiness.approvals import require_approval
+        return require_approval
     if name in ("load_samples", "p95_history"):
         from readiness import history
         return getattr(history, name)

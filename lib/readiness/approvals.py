@@ -22,7 +22,7 @@ LOG = "reports/hitl_approvals.log"
 
 @dataclass(frozen=True)
 class Decision:
-    """Outcome of :func:`request_approval`. ``approval`` is set only when granted."""
+    """Outcome of :func:`require_approval`. ``approval`` is set only when granted."""
 
     action: str
     granted: bool
@@ -30,7 +30,8 @@ class Decision:
     approval: Approval | None = None
 
 
-def _covers(appr: Approval, params: Params, apps: tuple[str, ...], vus: int | None, today: dt.date) -> str | None:
+def _covers(appr: Approval, params: Params, apps: tuple[str, ...], vus: int | None, cycles: int | None,
+            today: dt.date) -> str | None:
     """None when ``appr`` covers the request, else why not."""
     if appr.environment != "any" and appr.environment != params.environment:
         return f"{appr.id} is for {appr.environment}, this run targets {params.environment}"
@@ -41,19 +42,28 @@ def _covers(appr: Approval, params: Params, apps: tuple[str, ...], vus: int | No
         return f"{appr.id} does not cover {', '.join(outside)} (covers {', '.join(appr.apps)})"
     if vus is not None and appr.max_vus is not None and vus > appr.max_vus:
         return f"{appr.id} allows at most {appr.max_vus} virtual users, {vus} requested"
+    if cycles is not None and appr.cycles is not None and cycles > appr.cycles:
+        return f"{appr.id} allows at most {appr.cycles} cycles, {cycles} requested"
     return None
 
 
-def request_approval(params: Params, run: RunFolder, action: str, *, phase: str, apps: tuple[str, ...] = (),
-                     vus: int | None = None, detail: str = "", today: dt.date | None = None) -> Decision:
-    """Decide whether ``action`` may run, and log the decision either way."""
+def require_approval(params: Params, run: RunFolder, action: str, *, phase: str, apps: tuple[str, ...] = (),
+                     vus: int | None = None, cycles: int | None = None, detail: str = "",
+                     today: dt.date | None = None) -> Decision:
+    """Decide whether ``action`` may run, and log the decision either way.
+
+    The gate every restricted action of SPEC §4 goes through: an approval covers the
+    request when its action matches, its environment is this run's (or ``any``), it has
+    not expired, its apps include every app touched, and the requested virtual users and
+    cycles are within its limits.
+    """
     if action not in RESTRICTED_ACTIONS:
         raise ValueError(f"unknown restricted action {action!r}; known: {', '.join(RESTRICTED_ACTIONS)}")
     day = today or dt.date.today()
     reasons: list[str] = []
     decision: Decision | None = None
     for appr in (a for a in params.approvals if a.action == action):
-        why_not = _covers(appr, params, apps, vus, day)
+        why_not = _covers(appr, params, apps, vus, cycles, day)
         if why_not is None:
             decision = Decision(action, True, f"approved by {appr.id} ({appr.granted_by}): {appr.scope}", appr)
             break
@@ -62,7 +72,7 @@ def request_approval(params: Params, run: RunFolder, action: str, *, phase: str,
         why = "; ".join(reasons) if reasons else "no approval for this action in params.approvals"
         decision = Decision(action, False, f"refused: {why}")
     log_event(run, "approved" if decision.granted else "refused", action=action, phase=phase, apps=list(apps),
-              vus=vus, approval_id=decision.approval.id if decision.approval else None,
+              vus=vus, cycles=cycles, approval_id=decision.approval.id if decision.approval else None,
               reason=decision.reason, detail=detail)
     return decision
 

@@ -23,7 +23,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from readiness import aio
-from readiness.approvals import request_approval
+from readiness.approvals import require_approval
 from readiness.check import Check, Status
 from readiness.client import Sample
 from readiness.phase import Phase
@@ -152,7 +152,7 @@ def production_writes_allowed(phase: Phase, what: str, apps: tuple[str, ...]) ->
     """None when this phase may write; otherwise the reason it may not (prod without approval)."""
     if phase.params.environment != "prod":
         return None
-    decision = request_approval(phase.params, phase.run, "production_write", phase=phase.name, apps=apps,
+    decision = require_approval(phase.params, phase.run, "production_write", phase=phase.name, apps=apps,
                                 detail=what)
     return None if decision.granted else decision.reason
 

@@ -150,6 +150,7 @@ class Approval(StrictModel):
     environment: Literal["staging", "prod", "any"] = "staging"
     apps: list[str] = Field(default_factory=list)
     max_vus: int | None = Field(default=None, gt=0)
+    cycles: int | None = Field(default=None, gt=0)  # e.g. fault-injection cycles the approval allows
     expires: dt.date | None = None
 
 

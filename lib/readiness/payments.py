@@ -11,7 +11,7 @@ Stripe as to every other request, and each call is timed like any other sample.
 The secret key is read from the environment by name (``STRIPE_SECRET_KEY``) when a
 client is opened and is never returned, printed, logged or written; only its *mode*
 (test or live, from its prefix) is. A live-mode key is refused unless the params hold an
-approval for ``stripe_live_charge`` (:func:`readiness.approvals.request_approval`, which
+approval for ``stripe_live_charge`` (:func:`readiness.approvals.require_approval`, which
 logs the decision either way).
 
 :func:`resolve_or_create_price` finds the micro price by its lookup key, then by the
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import httpx
 import stripe
 
-from readiness.approvals import request_approval
+from readiness.approvals import require_approval
 from readiness.client import GuardedClient, Sample
 from readiness.params import Params
 from readiness.params_sections import Stripe as StripeParams
@@ -156,7 +156,7 @@ def open_stripe(params: Params, run: RunFolder, http: GuardedClient, *, phase: s
     mode = key_mode(key)
     approval_id = None
     if mode == "live":
-        decision = request_approval(params, run, LIVE_ACTION, phase=phase, apps=apps,
+        decision = require_approval(params, run, LIVE_ACTION, phase=phase, apps=apps,
                                     detail=f"live-mode Stripe key used to {purpose}")
         if not decision.granted:
             raise LiveModeRefused(f"{SECRET_KEY_NAME} is a live-mode key and live-mode Stripe use is not approved: "

@@ -16,6 +16,7 @@ are inline SVG, CSS is embedded, and every page is checked with
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping, Sequence
 from html.parser import HTMLParser
@@ -274,6 +275,26 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
+_DECISION_BADGES = {"approved": "PASS", "refused": "BLOCKED", "escalated": "FAIL"}
+
+
+def _approvals(root: Path) -> list[dict[str, str]]:
+    """The approvals log (JSON lines) as table rows; a line that is not JSON is shown as such."""
+    path = root / "reports" / "hitl_approvals.log"
+    rows: list[dict[str, str]] = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            e = {"kind": "unreadable", "reason": line[:200]}
+        kind = str(e.get("kind", ""))
+        rows.append({"at": str(e.get("at", "")), "kind": kind, "badge": _DECISION_BADGES.get(kind, "other"),
+                     "action": str(e.get("action") or ""), "phase": str(e.get("phase") or ""),
+                     "apps": ", ".join(e.get("apps") or []), "approval_id": str(e.get("approval_id") or ""),
+                     "reason": str(e.get("reason") or "")})
+    return rows
+
+
 def render_index(run: RunWriter, *, title: str, phases: Sequence[Mapping[str, Any]],
                  score: Mapping[str, Any] | None, profile_note: str,
                  checks_summary: Mapping[str, Mapping[str, int]]) -> str:
@@ -288,6 +309,7 @@ def render_index(run: RunWriter, *, title: str, phases: Sequence[Mapping[str, An
         title=title, run_id=root.name, score=_score_view(score), profile_note=profile_note,
         phases=_phase_rows(root, phases, checks_summary), totals=_totals(checks_summary),
         records=_records(root),
+        approvals=_approvals(root),
         artifacts=_artifacts(root),
     )
     found = network_references(html)

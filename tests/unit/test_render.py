@@ -3,6 +3,7 @@ scan that keeps every page free of network loads."""
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -218,6 +219,24 @@ def test_index_puts_grade_first_then_phases_and_artifacts(tmp_path: Path) -> Non
     assert ".tmp" not in html and "readiness_score.json" not in html
     assert '<a href="manifest.json">manifest.json</a> <span class="size">written when the run finalizes' in html
     assert network_references(html) == [] and "<script" not in html
+
+
+def test_index_shows_the_approvals_log(tmp_path: Path) -> None:
+    run = _index_run(tmp_path)
+    assert "No restricted action was requested in this run." in _index(run)
+    lines = [{"at": "2026-11-21T10:00:00Z", "kind": "refused", "action": "fault_injection_503",
+              "phase": "09_resiliency", "apps": ["A3"], "approval_id": None, "reason": "refused: no approval"},
+             {"at": "2026-11-21T10:01:00Z", "kind": "approved", "action": "production_write", "phase": "04_funnels",
+              "apps": ["A1", "A2"], "approval_id": "HITL-PROD-1", "reason": "approved by HITL-PROD-1 (cto): qa"},
+             {"at": "2026-11-21T10:02:00Z", "kind": "escalated", "reason": "Stripe <failure>"}]
+    run.write_text("reports/hitl_approvals.log", "\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    html = _index(run)
+    table = html[html.index('id="approvals"'):html.index("</table>", html.index('id="approvals"'))]
+    assert table.count("<tr>") == 5  # header + 4 entries, the unreadable line included
+    assert '<span class="badge BLOCKED">refused</span>' in table and "fault_injection_503" in table
+    assert '<span class="badge PASS">approved</span>' in table and "HITL-PROD-1" in table and "A1, A2" in table
+    assert '<span class="badge FAIL">escalated</span>' in table and "Stripe &lt;failure&gt;" in table
+    assert "unreadable" in table and "not json" in table
 
 
 def test_index_without_score_says_the_run_is_incomplete(tmp_path: Path) -> None:
