@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.apps import a8_banners, a8_tiles
+from sandbox.apps import a8_banners, a8_tile_exports, a8_tiles
 from sandbox.apps.a8_dashboard import dashboard
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
@@ -255,7 +255,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/telemetry/summary", summary, methods=["GET"]),
         Route("/api/telemetry/stats", stats, methods=["GET"]),
         Route("/api/tiles", a8_tiles.tiles_endpoint, methods=["GET"]),
-        Route("/api/tiles/{tile_id}/export", a8_tiles.export_endpoint, methods=["GET"]),
+        Route("/api/tiles/{tile_id}/export", a8_tile_exports.export_endpoint, methods=["GET"]),
         Route("/api/banners", a8_banners.raise_endpoint, methods=["POST"]),
         Route("/api/banners", a8_banners.list_endpoint, methods=["GET"]),
         Route("/api/banners/{banner_id}", a8_banners.get_endpoint, methods=["GET"]),

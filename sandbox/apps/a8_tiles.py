@@ -17,8 +17,8 @@ and recomputed in the background (stale-while-revalidate), so no request waits f
 scan; a body older than ``TILE_MAX_STALE_S`` (nobody asked for a while) or computed under
 the other demo-flag state is recomputed before answering, so a reader after a pause
 never sees old numbers.
-``GET /api/tiles/{id}/export?format=json|csv`` recomputes one tile and adds the rows
-behind it (at most ``EXPORT_LIMIT``, newest first), the evidence an audit files.
+``GET /api/tiles/{id}/export?format=json|csv`` (:mod:`sandbox.apps.a8_tile_exports`)
+recomputes one tile and adds the rows behind it, the evidence an audit files.
 
 Business tiles:
 
@@ -35,30 +35,25 @@ Business tiles:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.common.context import AppContext, ctx_of
-from sandbox.common.web import json_error, utc_now_iso
+from sandbox.common.web import utc_now_iso
 from sandbox.telemetry.store import SYNTHETIC_SQL, EventScope, TelemetryStore
 
 DEMO_FLAG = "a8_demo_mode"
 RECENT_TRACES = 20
-EXPORT_LIMIT = 10_000
 SIMULATED_NAMESPACE = "simulated_audit"
 DEMO_LABEL = "DEMO — simulated revenue"
 TILE_REFRESH_S = 1.0
 TILE_MAX_STALE_S = 3.0  # older than this (no reader meanwhile): recomputed before answering
-EXPORT_FORMATS = ("json", "csv")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dashboard_tiles (
@@ -365,42 +360,3 @@ def cached_tiles(ctx: AppContext) -> dict[str, Any]:
 
 def tiles_endpoint(request: Request) -> Response:
     return JSONResponse(cached_tiles(ctx_of(request)))
-
-
-def export_body(ctx: AppContext, tile_id: str) -> dict[str, Any] | None:
-    """One tile, freshly computed, with the rows behind it; None for an unknown tile id."""
-    found = [d for d in definitions(ctx) if d.id == tile_id]
-    if not found:
-        return None
-    tile = compute(found[0], ctx.services["store"], ctx.flags.enabled(DEMO_FLAG))
-    updated = utc_now_iso()
-    rows = tile.rows(EXPORT_LIMIT + 1)
-    return {"tile": tile.as_json(updated), "exported_at": updated, "demo_mode": ctx.flags.enabled(DEMO_FLAG),
-            "row_limit": EXPORT_LIMIT, "truncated": len(rows) > EXPORT_LIMIT, "rows": rows[:EXPORT_LIMIT]}
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV, columns in first-seen order; booleans as true/false, missing values empty."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in row.items()})
-    return out.getvalue()
-
-
-async def export_endpoint(request: Request) -> Response:
-    fmt = request.query_params.get("format", "json")
-    if fmt not in EXPORT_FORMATS:
-        return json_error(422, "format must be json or csv", field="format")
-    tile_id = request.path_params["tile_id"]
-    body = await run_in_threadpool(export_body, ctx_of(request), tile_id)
-    if body is None:
-        return json_error(404, f"unknown tile: {tile_id}")
-    if fmt == "json":
-        return JSONResponse(body)
-    headers = {"Content-Disposition": f'attachment; filename="{tile_id}.csv"'}
-    return Response(to_csv(body["rows"]), media_type="text/csv; charset=utf-8", headers=headers)

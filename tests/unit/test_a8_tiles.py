@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.apps import a8_dashboard, a8_tiles
+from sandbox.apps import a8_dashboard, a8_tile_exports, a8_tiles
 from sandbox.common.knobs import Flags
 from sandbox.common.sqlite import Database
 from sandbox.telemetry.store import SCHEMA as STORE_SCHEMA
@@ -86,14 +86,14 @@ def test_export_rows_are_labelled_only_in_demo_mode(ctx: types.SimpleNamespace) 
     ctx.services["store"].ingest([e for e, _ in REVENUE], "test")
     expected = {e["trace_id"]: synthetic for e, synthetic in REVENUE if synthetic is not None}
     ctx.flags.update({"a8_demo_mode": True})
-    diag = a8_tiles.export_body(ctx, "finance_revenue_diagnostics")
+    diag = a8_tile_exports.export_body(ctx, "finance_revenue_diagnostics")
     assert {r["trace_id"]: r["synthetic"] for r in diag["rows"]} == expected
     assert {r["label"] for r in diag["rows"] if r["synthetic"]} == {"simulated"}
-    live = a8_tiles.export_body(ctx, "finance_revenue_live")
+    live = a8_tile_exports.export_body(ctx, "finance_revenue_live")
     assert {r["trace_id"] for r in live["rows"]} == {t for t, s in expected.items() if not s}
     ctx.flags.update({"a8_demo_mode": False})
-    assert {r["label"] for r in a8_tiles.export_body(ctx, "finance_revenue_diagnostics")["rows"]} == {""}
-    assert a8_tiles.export_body(ctx, "no_such_tile") is None
+    assert {r["label"] for r in a8_tile_exports.export_body(ctx, "finance_revenue_diagnostics")["rows"]} == {""}
+    assert a8_tile_exports.export_body(ctx, "no_such_tile") is None
 
 
 def test_a_string_amount_is_counted_apart_not_added(ctx: types.SimpleNamespace) -> None:
@@ -173,7 +173,7 @@ def test_every_tile_scope_is_an_indexed_range_search(ctx: types.SimpleNamespace,
 def test_csv_writes_booleans_and_missing_values_plainly() -> None:
     rows = [{"trace_id": "t1", "synthetic": True, "amount_cents": 50}, {"trace_id": "t2", "synthetic": False,
                                                                          "amount_cents": None, "label": "business"}]
-    assert a8_tiles.to_csv(rows) == ("trace_id,synthetic,amount_cents,label\nt1,true,50,\nt2,false,,business\n")
+    assert a8_tile_exports.to_csv(rows) == ("trace_id,synthetic,amount_cents,label\nt1,true,50,\nt2,false,,business\n")
 
 
 def test_dashboard_shows_the_badge_only_in_demo_mode_and_escapes_banners(ctx: types.SimpleNamespace) -> None:
