@@ -13,6 +13,11 @@ Public surface (everything a notebook, a test or an analyst needs):
 - running: :func:`run_suite`
 - latency data: :func:`load_samples` (one run's probes), :func:`p95_history` (every run, via DuckDB),
   :func:`percentile_summary`, :func:`quantile_difference`, :func:`plan_sample_size`
+- verdict rules for shares: :func:`share_check` (a sampled stream must arrive at its declared rate)
+- learning: :class:`ThompsonBandit`, :func:`ips_estimate`, :func:`compare_with_uniform`, :func:`change_risk`
+- phase modules, imported by name (``from readiness import b2c``): inventory, smoke, latency,
+  latency_report, b2c, b2b, hardening, monetization, revenue_lineage, telemetry_contract,
+  telemetry_sampling, command_center, bandit
 """
 
 from readiness.check import Check, Status
@@ -26,6 +31,7 @@ from readiness.verdict import (
     latency_check,
     rate_check,
     regression_check,
+    share_check,
     value_check,
     wilson_interval,
 )
@@ -35,7 +41,8 @@ __all__ = [
     "combine", "error_rate_check", "improvement_check", "latency_check", "latest_complete_run", "load_params",
     "load_samples", "min_n_for_bound", "open_phase", "p95_history", "percentile_summary", "plan_sample_size",
     "quantile_difference", "quantile_interval", "rate_check", "regression_check", "require_approval", "run_status",
-    "run_suite", "value_check", "wilson_interval",
+    "run_suite", "value_check", "wilson_interval", "share_check", "ThompsonBandit", "ips_estimate",
+    "compare_with_uniform", "change_risk",
 ]
 
 
@@ -55,6 +62,9 @@ def __getattr__(name: str):  # heavier parts load on first use, keeping `import 
     if name in ("percentile_summary", "quantile_difference", "plan_sample_size"):
         from readiness import latency_stats
         return getattr(latency_stats, name)
+    if name in ("ThompsonBandit", "ips_estimate", "compare_with_uniform", "change_risk"):
+        from readiness import bandit
+        return getattr(bandit, name)
     if name == "run_suite":
         from readiness.runner import run_suite
         return run_suite

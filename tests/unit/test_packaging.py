@@ -50,3 +50,10 @@ def test_readme_quick_start_is_two_commands() -> None:
     block = text.split("## Quick start", 1)[1].split("```", 2)[1]
     commands = [ln for ln in block.splitlines()[1:] if ln.strip()]
     assert commands == ["make run", "make test"]
+
+
+def test_every_public_name_resolves() -> None:
+    import readiness
+
+    missing = [name for name in readiness.__all__ if getattr(readiness, name, None) is None]
+    assert missing == []
