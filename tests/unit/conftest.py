@@ -3,14 +3,16 @@
 :class:`LoopbackServer` speaks HTTP/1.1 by hand over asyncio streams in a background
 thread, because the behaviours under test are exactly the ones a framework would hide:
 a response that stalls, dribbles, lies about its length, is not HTTP at all, or is huge.
-It records every request it parsed (method, path, headers, body, connection number), so
-tests assert on what the server actually received.
+It records every request it parsed (method, path, headers, body, connection number, arrival
+time, and whether the cyclic GC was on — the server shares the client's process), so tests
+assert on what the server actually received and when.
 
 Routes (query parameters in brackets):
 
 ========================  ==================================================================
 ``/ok``                   200 JSON ``{"ok": true}``, ``Server-Timing: db;dur=2.5, app;dur=12.3``
 ``/slow`` [delay]         sleeps ``delay`` seconds, then 200
+``/stall`` [nth, delay]   200, but the ``nth`` request to ``/stall`` (1-based) waits ``delay`` s first
 ``/dribble`` [n, every]   200 chunked, ``n`` chunks one every ``every`` seconds
 ``/huge`` [size, chunked] ``size`` bytes, with Content-Length unless ``chunked=1``
 ``/status`` [code]        that status with a short text body
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -48,6 +52,8 @@ class SeenRequest:
     headers: dict[str, str]
     body: bytes
     connection: int
+    at: float = 0.0  # wall clock on arrival
+    gc_enabled: bool = True  # gc.isenabled() on arrival
 
     def json(self) -> object:
         return json.loads(self.body)
@@ -126,7 +132,7 @@ class LoopbackServer:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 path = urlsplit(target).path
                 query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
-                self.requests.append(SeenRequest(method, path, headers, body, number))
+                self.requests.append(SeenRequest(method, path, headers, body, number, time.time(), gc.isenabled()))
                 if not await self._respond(path, query, writer):
                     return
         finally:
@@ -141,6 +147,10 @@ class LoopbackServer:
         elif path == "/slow":
             await asyncio.sleep(float(query.get("delay", "1")))
             writer.write(_response(200, b"slow"))
+        elif path == "/stall":
+            if sum(r.path == "/stall" for r in self.requests) == int(query.get("nth", "0")):
+                await asyncio.sleep(float(query.get("delay", "1")))
+            writer.write(_response(200, b"ok"))
         elif path == "/dribble":
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             for _ in range(int(query.get("n", "10"))):

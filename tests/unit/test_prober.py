@@ -6,9 +6,7 @@ import asyncio
 import gc
 import io
 import math
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,77 +43,10 @@ def fast(n: int, mode: str = "warm", qps: float = 20.0) -> ProbeSettings:
     return ProbeSettings(n=n, qps=qps, mode=mode, max_qps=qps)  # type: ignore[arg-type]
 
 
-class StallServer:
-    """HTTP/1.1 keep-alive server that holds the ``stall_at``-th request (1-based; 0: none) for ``stall_s``.
-
-    Records the wall-clock arrival time of every request, so a test can see when the
-    prober actually sent each one.
-    """
-
-    def __init__(self, stall_at: int, stall_s: float) -> None:
-        self.stall_at, self.stall_s = stall_at, stall_s
-        self.arrivals: list[float] = []
-        self.gc_enabled: list[bool] = []  # the server shares the prober's process: what it saw on arrival
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    def _run(self) -> None:
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")  # GET only: no body to read
-                self.arrivals.append(time.time())
-                self.gc_enabled.append(gc.isenabled())
-                if len(self.arrivals) == self.stall_at:
-                    await asyncio.sleep(self.stall_s)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    def __enter__(self) -> StallServer:
-        self._thread.start()
-        assert self._ready.wait(5), "stall server did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def shutdown() -> None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-
-@pytest.fixture
-def stall_server() -> Iterator[StallServer]:
-    with StallServer(stall_at=3, stall_s=1.0) as srv:
-        yield srv
-
-
 # --- the schedule -----------------------------------------------------------------------------
 
-def test_a_stalled_request_delays_none_of_the_later_ones(stall_server):
-    target = ProbeTarget(app="A1", name="stall", method="GET", url=f"http://127.0.0.1:{stall_server.port}/x")
+def test_a_stalled_request_delays_none_of_the_later_ones(loopback):
+    target = ProbeTarget(app="A1", name="stall", method="GET", url=loopback.url("/stall?nth=3&delay=1.0"))
     df = run_probe([target], fast(10), factory())
     assert df.seq.tolist() == list(range(10)) and df.ok.all()
     np.testing.assert_allclose(np.diff(df.intended_at), 0.05, atol=1e-6)  # 1 / qps apart, exactly
@@ -124,7 +55,7 @@ def test_a_stalled_request_delays_none_of_the_later_ones(stall_server):
     # Requests 4..10 left on schedule while request 3 was still held by the server.
     assert (df.send_lag_ms < 50.0).all()
     assert (df.sent_at[3:] < stalled_done).all()
-    assert sum(arrival < stalled_done for arrival in stall_server.arrivals) == 10
+    assert sum(r.at < stalled_done for r in loopback.requests) == 10
     assert (df.sent_at >= df.intended_at).all()
     np.testing.assert_allclose(df.send_lag_ms, (df.sent_at - df.intended_at) * 1000.0, atol=1e-3)
 
@@ -156,18 +87,17 @@ def test_cancelling_the_probe_cancels_outstanding_requests_promptly(loopback):
     assert 3 <= len(loopback.requests) <= 8  # only what was due in 0.3 s at 20/s was ever sent
 
 
-def test_cyclic_gc_is_held_off_while_requests_are_timed_and_restored_after():
-    with StallServer(stall_at=0, stall_s=0.0) as srv:
-        target = ProbeTarget(app="A1", name="ok", method="GET", url=f"http://127.0.0.1:{srv.port}/x")
-        assert gc.isenabled()
-        run_probe([target], fast(3), factory())
-        assert srv.gc_enabled == [False, False, False] and gc.isenabled()
-        gc.disable()
-        try:
-            run_probe([target], fast(1), factory())
-            assert not gc.isenabled()  # left as the caller had it
-        finally:
-            gc.enable()
+def test_cyclic_gc_is_held_off_while_requests_are_timed_and_restored_after(loopback):
+    target = ProbeTarget(app="A1", name="ok", method="GET", url=loopback.url("/ok"))
+    assert gc.isenabled()
+    run_probe([target], fast(3), factory())
+    assert [r.gc_enabled for r in loopback.requests] == [False, False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        run_probe([target], fast(1), factory())
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
 
 
 # --- settings and targets ---------------------------------------------------------------------
