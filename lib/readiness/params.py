@@ -24,6 +24,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from readiness.params_apps import HTTP_METHODS, App, Route, Slo, is_loopback
+from readiness.params_autonomy import Learning, Load, Resiliency
 from readiness.params_contracts import B2B, Funnels, Hardening, TelemetryContract
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
@@ -92,6 +93,9 @@ class Params(StrictModel):
     hardening: Hardening = Field(default_factory=Hardening)
     b2b: B2B = Field(default_factory=B2B)
     telemetry_contract: TelemetryContract = Field(default_factory=TelemetryContract)
+    load: Load = Field(default_factory=Load)
+    learning: Learning = Field(default_factory=Learning)
+    resiliency: Resiliency = Field(default_factory=Resiliency)
     telemetry_app: str = "A8"
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder
@@ -153,6 +157,14 @@ class Params(StrictModel):
         for event, producer in self.telemetry_contract.producers.items():
             if producer not in PHASES:
                 raise ValueError(f"telemetry_contract.producers.{event}: unknown phase {producer!r}")
+        known(self.load, "load", "autonomy_app", self.load.autonomy_app)
+        for i, app in enumerate(self.load.apps):
+            if app not in ids:
+                raise ValueError(f"load.apps[{i}]: unknown app {app!r}")
+        for name in ("app", "upstream_app"):
+            known(self.resiliency, "resiliency", name, getattr(self.resiliency, name))
+        for name in ("retry_app", "cta_app"):
+            known(self.learning, "learning", name, getattr(self.learning, name))
         for i, route in enumerate(self.hardening.routes):
             if route.app not in ids:
                 raise ValueError(f"hardening.routes[{i}].app: unknown app {route.app!r}")
