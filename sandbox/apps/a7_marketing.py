@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.apps.a7_cta import cta_routes
+from sandbox.apps.a7_cta import cta_admin_routes, cta_routes, setup_cta
 from sandbox.apps.a7_lead_store import SCHEMA as LEAD_SCHEMA
 from sandbox.apps.a7_leads import lead_admin_routes, lead_routes, setup_leads
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
@@ -146,11 +146,21 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+def admin_routes() -> list[BaseRoute]:
+    return [*lead_admin_routes(), *cta_admin_routes()]
+
+
+def setup(ctx: AppContext) -> None:
+    """Lead capture's relay and delivery workers, then the live CTA policy."""
+    setup_leads(ctx)
+    setup_cta(ctx)
+
+
 DEFINITION = AppDefinition(
     app_id="A7",
     schema=SCHEMA + LEAD_SCHEMA,
     seed=seed,
     routes=routes,
-    admin_routes=lead_admin_routes,
-    setup=setup_leads,
+    admin_routes=admin_routes,
+    setup=setup,
 )
