@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -357,3 +358,35 @@ def combine(id: str, phase: str, title: str, parts: Sequence[Check], *, app: str
                  tags=_union(tags, *(p.tags for p in parts)),
                  evidence=_union(evidence, *(p.evidence for p in parts)),
                  detail=_join(text, detail))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its interval (e.g. a percentile bootstrap), the n behind it and the bar."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    threshold: float
+
+
+def interval_check(*, id: str, phase: str, title: str, estimate: Interval | None, unit: str,
+                   tags: Iterable[str], evidence: Iterable[str], severity: str = "P2", app: str | None = None,
+                   window: str | None = None, missing: str = "no data", detail: str = "") -> Check:
+    """Higher is better: PASS when the whole interval lies above ``estimate.threshold``, FAIL
+    when it lies entirely below, INCONCLUSIVE across it or without an estimate (``missing``)."""
+    common = dict(id=id, phase=phase, title=title, app=app, unit=unit, window=window, severity=severity,
+                  tags=tuple(tags), evidence=tuple(evidence), comparator=">")
+    if estimate is None:
+        return Check(status=Status.INCONCLUSIVE, n=0, detail="; ".join(x for x in (missing, detail) if x), **common)
+    e = estimate
+    shown = f"{e.value:.4g} {unit}, 95% interval [{e.ci_low:.4g}, {e.ci_high:.4g}]".replace(" ,", ",")
+    if e.ci_low > e.threshold:
+        status, text = Status.PASS, f"{shown} lies above {e.threshold:.4g}"
+    elif e.ci_high < e.threshold:
+        status, text = Status.FAIL, f"{shown} lies below {e.threshold:.4g}"
+    else:
+        status, text = Status.INCONCLUSIVE, f"{shown} straddles {e.threshold:.4g}"
+    return Check(status=status, observed=e.value, ci_low=e.ci_low, ci_high=e.ci_high, threshold=e.threshold,
+                 n=e.n, detail="; ".join(x for x in (text, detail) if x), **common)
