@@ -5,6 +5,12 @@ counts per state, and the depth of A3's work queue (the backlog an operator woul
 
 ``POST /api/pages`` builds and publishes a learner's page (the student app asks for the
 first page right after checkout); see :mod:`sandbox.apps.a3_pages`.
+
+The autonomous runs themselves are a background loop started with the app (see
+:mod:`sandbox.apps.a3_loop`): one cycle every half second, each calling the content
+upstream (A4) through retries and a circuit breaker. The smoke action reports them under
+``orchestration`` (counts over the kept runs, the latest few); ``GET /api/pages/preview``
+and ``GET /admin/breaker`` expose the breaker (see :mod:`sandbox.apps.a3_preview`).
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox.apps.a3_loop import RUNS_SCHEMA, setup_orchestration
 from sandbox.apps.a3_pages import SCHEMA as PAGES_SCHEMA
 from sandbox.apps.a3_pages import page_routes
+from sandbox.apps.a3_preview import breaker_admin_routes, orchestrator_of, preview_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.web import utc_now_iso
 
@@ -53,12 +61,14 @@ def runs_status(request: Request) -> Response:
             "runs": runs,
             "counts": {state: counts.get(state, 0) for state in ("queued", "running", "completed", "failed")},
             "queue_depth": ctx.queue.depth(),
+            "orchestration": orchestrator_of(request).runs.summary(),
         }
     )
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/api/runs/status", runs_status, methods=["GET"]), *page_routes()]
+    return [Route("/api/runs/status", runs_status, methods=["GET"]), *preview_routes(), *page_routes()]
 
 
-DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA + PAGES_SCHEMA, seed=seed, routes=routes)
+DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA + PAGES_SCHEMA + RUNS_SCHEMA, seed=seed, routes=routes,
+                           admin_routes=breaker_admin_routes, setup=setup_orchestration)
