@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +39,7 @@ from readiness.inventory import production_writes_allowed
 from readiness.params import App
 from readiness.phase import Phase
 from readiness.report import checks_frame
-from readiness.sandbox_control import ADMIN_TOKEN_ENV, set_flag
+from readiness.sandbox_control import admin_headers, set_flag
 from readiness.verdict import combine, value_check
 
 BANNER_FLAG = "a8_banner_ttl"
@@ -82,10 +81,6 @@ def _incident_app(phase: Phase) -> App:
     others = [a for a in phase.params.apps if a.id != phase.params.telemetry_app]
     return others[0] if others else _a8(phase)
 
-
-def _admin() -> dict[str, str]:
-    token = os.environ.get(ADMIN_TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _check(phase: Phase, id: str, title: str, observed: Any, expected: Any, evidence: tuple[str, ...],
@@ -133,7 +128,7 @@ async def _raise(phase: Phase, client: GuardedClient, app: App, ttl_s: float, re
     body = {"app_id": app.id, "severity": "major", "ttl_s": ttl_s, "recovery_s": recovery_s,
             "message": f"synthetic incident raised by the readiness audit ({purpose})"}
     sample = await client.post(a8.url("/api/banners"), json=body, app=a8.id, route="/api/banners",
-                               headers=phase.telemetry_auth() or _admin(), idempotency_key=True, keep_body=True,
+                               headers=phase.telemetry_auth() or admin_headers(), idempotency_key=True, keep_body=True,
                                synthetic_identity=phase.synthetic_identity)
     if sample.status != 201:
         raise ScenarioError(f"POST /api/banners → {sample.status or sample.error}: "
@@ -198,7 +193,7 @@ async def _banner_scenario(phase: Phase, full: bool) -> dict[str, Any]:
             ours.append(probe)
             out[f"clear_{key}"] = await _clear(phase, client, probe["id"], auth)
         # the admin path, on the last probe (still active when the refusals worked); also the cleanup
-        admin = [await _clear(phase, client, b["id"], _admin()) for b in ours]
+        admin = [await _clear(phase, client, b["id"], admin_headers()) for b in ours]
         out["clear_admin"] = admin[-1]
         out["banner_ids"] = [b["id"] for b in ours]
     return out

@@ -25,7 +25,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ from readiness.check import Status
 from readiness.client import GuardedClient
 from readiness.phase import Phase
 from readiness.report import checks_frame
-from readiness.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.sandbox_control import admin_headers
 from readiness.telemetry import TelemetryUnavailable, iso
 from readiness.verdict import Interval, interval_check, value_check
 
@@ -134,16 +133,12 @@ def fit(rows: pd.DataFrame, arms: list[str], *, exploration_rate: float, seed: i
 
 # ---------------------------------------------------------------- HTTP helpers
 
-def _admin() -> dict[str, str]:
-    token = os.environ.get(ADMIN_TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
 
 async def _call(phase: Phase, client: GuardedClient, method: str, path: str, body: Any = None,
                 admin: bool = True) -> tuple[int | None, Any]:
     app = phase.params.app(phase.params.learning.cta_app)
     sample = await client.request(method, app.url(path), app=app.id, route=path, json=body, keep_body=True,
-                                  headers=_admin() if admin else None,
+                                  headers=admin_headers() if admin else None,
                                   idempotency_key=True if method != "GET" else None)
     try:
         return sample.status, sample.json()

@@ -26,6 +26,13 @@ ADMIN_TOKEN_ENV = "SANDBOX_ADMIN_TOKEN"
 _SECRETS_FILE = "secrets.json"
 
 
+def admin_headers() -> dict[str, str]:
+    """The sandbox admin API's bearer header, from the token the launcher exported; empty
+    when no sandbox of this process exported one (the admin call is then refused, 401)."""
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class SandboxError(Exception):
     """The sandbox could not be started or found."""
 
