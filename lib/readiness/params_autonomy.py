@@ -96,6 +96,9 @@ class Resiliency(StrictModel):
     breaker_event: str = "breaker_transition"  # telemetry event of the target's circuit breaker
     max_time_to_open_s: float = Field(default=10, gt=0)
     max_time_to_recover_s: float = Field(default=15, gt=0)
+    # a shed answer skips the upstream, so it must come back well inside one upstream timeout
+    # (it may include a retry wait when the breaker opened between two attempts)
+    max_shed_p95_ms: float = Field(default=250, gt=0)
 
 
 class Reward(StrictModel):

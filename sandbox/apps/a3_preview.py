@@ -1,14 +1,15 @@
 """A3's page preview (through the orchestration breaker) and the breaker's admin view.
 
-``GET /api/pages/preview`` renders a preview with one call to the content upstream
-through the *same* breaker the orchestration loop uses, with no retry: a preview is
-interactive, and a visitor is better served by a fast refusal than by a slow retry.
-That makes it the route an audit loads while it injects upstream faults — the answer
-tells which of the three things happened, and ``X-Breaker-State`` is on every answer:
+``GET /api/pages/preview`` renders a preview by calling the content upstream through the
+*same* breaker the orchestration loop uses, with the loop's retry policy for transient
+failures (at most 4 attempts, ≲ 0.4 s of waits) but never a retry of a breaker refusal:
+while the upstream is down a visitor gets a fast 503 instead of a slow failure. That
+makes it the route an audit loads while it injects upstream faults — the answer tells
+which of the three things happened, and ``X-Breaker-State`` is on every answer:
 
 * 200 ``{"preview": …, "breaker": "closed"}`` — the upstream answered;
 * 503 ``{"shed": true, "breaker": "open"}`` — the breaker refused, no upstream call was made;
-* 502 ``{"error": …, "breaker": <state>}`` — the call was made and failed.
+* 502 ``{"error": …, "breaker": <state>}`` — every attempt was made and failed.
 
 ``GET /admin/breaker`` (admin token) shows the breaker's state and counters, its last
 transitions and the loop's cycle outcomes.
@@ -39,8 +40,7 @@ def orchestrator_of(request: Request) -> Orchestrator:
 async def preview(request: Request) -> Response:
     orchestrator = orchestrator_of(request)
     try:
-        content = await run_in_threadpool(orchestrator.guarded_render, "page_preview", None,
-                                          request.state.trace_id)
+        content = await run_in_threadpool(orchestrator.preview_render, request.state.trace_id)
     except pybreaker.CircuitBreakerError:
         state = orchestrator.state()
         return JSONResponse({"shed": True, "breaker": state}, status_code=503, headers={BREAKER_HEADER: state})
