@@ -17,7 +17,8 @@ Public surface (everything a notebook, a test or an analyst needs):
 - learning: :class:`ThompsonBandit`, :func:`ips_estimate`, :func:`compare_with_uniform`, :func:`change_risk`
 - phase modules, imported by name (``from readiness import b2c``): inventory, smoke, latency,
   latency_report, b2c, b2b, hardening, monetization, revenue_lineage, telemetry_contract,
-  telemetry_sampling, command_center, bandit
+  telemetry_sampling, command_center, bandit, load, load_segments, k6run, stop_conditions, learning,
+  cta_learning, cta_policy, faults, resiliency, resiliency_metrics
 """
 
 from readiness.check import Check, Status
