@@ -226,3 +226,37 @@ def test_the_secret_scan_would_catch_what_it_looks_for() -> None:
     assert STRIPE_KEY.search(b"key=sk_test_4eC39HqLyjWDarjtT1zdp7dc")
     assert [m for m in CARD.findall(b"card 4242424242424242 exp") if luhn_ok(m)]
     assert not [m for m in CARD.findall(b"ts 4242424242424241") if luhn_ok(m)]
+
+
+def test_learning_evidences_retries_and_ships_the_policy_only_under_its_approval(run_dir, checks) -> None:
+    for rel in ("reports/error_correction_learning.md", "reports/rl_policy.json", "reports/bandit_config.json",
+                "reports/rl_signal_path.md", "evidence/retry_gaps.parquet", "charts/learning_retry_gaps.svg",
+                "charts/learning_bandit_posterior.svg"):
+        assert (run_dir / rel).is_file(), rel
+    for cid in ("learning.retry.exponential", "learning.retry.jitter", "learning.bandit.logged_data",
+                "learning.bandit.policy_change", "learning.bandit.observed_allocation", "learning.bandit.rollback"):
+        assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
+    policy = json.loads((run_dir / "reports" / "rl_policy.json").read_text())
+    config = json.loads((run_dir / "reports" / "bandit_config.json").read_text())
+    assert set(policy["posterior"]) == set(config["arm_weights"]) == {"signup_hero", "pricing_banner",
+                                                                     "provider_invite"}
+    assert abs(sum(policy["allocation"].values()) - 1) < 1e-9 and 0 <= config["exploration_rate"] <= 1
+    ips = checks["learning.bandit.ips_vs_uniform"]
+    assert ips.status is not Status.ERROR and ips.ci_low is not None and ips.ci_low <= ips.observed <= ips.ci_high
+
+
+def test_resiliency_runs_under_the_sandbox_approval_and_rolls_back(run_dir, checks) -> None:
+    for rel in ("reports/a3_resiliency_report.md", "evidence/a3_cb_results.json", "evidence/a3_fault_journal.jsonl",
+                "charts/a3_resiliency_timeline.svg"):
+        assert (run_dir / rel).is_file(), rel
+    for cid in ("resiliency.time_to_open", "resiliency.time_to_recover", "resiliency.transitions",
+                "resiliency.auto_heal", "resiliency.rollback", "resiliency.steady_state_before"):
+        assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
+    results = json.loads((run_dir / "evidence" / "a3_cb_results.json").read_text())
+    assert len(results["windows"]) == 3 and all(w["removal_verified"] for w in results["windows"])
+    log = [json.loads(line) for line in (run_dir / "reports" / "hitl_approvals.log").read_text().splitlines()]
+    approved = {e["action"]: e["approval_id"] for e in log if e["kind"] == "approved"}
+    assert approved["fault_injection_503"] == "SANDBOX-HITL-A3-503"
+    assert approved["bandit_policy_change"] == "SANDBOX-HITL-A7-BANDIT"
+    index = (run_dir / "index.html").read_text()
+    assert "SANDBOX-HITL-A3-503" in index  # the approvals log is rendered in the report
