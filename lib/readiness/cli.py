@@ -1,4 +1,4 @@
-"""Command line: ``readiness run | validate | sandbox up|down|status | latest``.
+"""Command line: ``readiness run | validate | sandbox up|down|status | latest | load-segment | load-merge``.
 
 Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met; 2 bad input (params,
 phase names), with nothing written; 130 interrupted.
@@ -40,7 +40,45 @@ def _parser() -> argparse.ArgumentParser:
 
     latest = sub.add_parser("latest", help="print the latest complete run folder")
     latest.add_argument("--out", help="outputs folder (default: outputs/ in the project)")
+
+    seg = sub.add_parser("load-segment", help="run one execution segment of the baseline load (docs/distributed_load.md)")
+    seg.add_argument("--params", default=default_params())
+    seg.add_argument("--index", type=int, required=True, help="this segment, 0-based")
+    seg.add_argument("--of", type=int, required=True, help="number of segments (machines)")
+    seg.add_argument("--out", required=True, help="folder for this segment's points, summary and log")
+    seg.add_argument("--token", help="trace-id prefix shared by the segments (default: a new one)")
+
+    merge = sub.add_parser("load-merge", help="merge load-segment folders into a run folder's load evidence")
+    merge.add_argument("dirs", nargs="+", help="the folders written by load-segment, one per segment")
+    merge.add_argument("--run-dir", required=True, help="run folder to receive the merged points")
     return ap
+
+
+def _load_segment(args: argparse.Namespace) -> int:
+    from readiness.load_segments import run_segment
+
+    try:
+        meta = run_segment(args.params, args.index, args.of, args.out, token=args.token)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stopped = (meta["stop"] or {}).get("met")
+    print(f"segment {meta['index']}/{meta['of']}: k6 exit {meta['exit_code']}, written to {args.out}"
+          + (f"; stopped: {stopped['reason']}" if stopped else ""))
+    return 0 if meta["exit_code"] in (0, 99) or stopped else 1
+
+
+def _load_merge(args: argparse.Namespace) -> int:
+    from readiness.load_segments import merge_segments
+
+    try:
+        meta = merge_segments(args.dirs, args.run_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged {meta['segments']} segments from {', '.join(meta['hosts'])} into {args.run_dir}; analyse with "
+          "notebook 03_baseline_load (use_existing_points=True)")
+    return 0
 
 
 def _sandbox(action: str, params_file: str) -> int:
@@ -86,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sandbox":
             return _sandbox(args.action, args.params)
+        if args.command == "load-segment":
+            return _load_segment(args)
+        if args.command == "load-merge":
+            return _load_merge(args)
         if args.command == "latest":
             found = latest_complete_run(args.out or default_outputs_dir())
             if found is None:

@@ -23,7 +23,7 @@ class VuScenario(StrictModel):
     """The closed-model scenario: a fixed number of virtual users looping for a while."""
 
     vus: int = Field(default=10, ge=1, le=1_000)
-    duration_s: float = Field(default=10, gt=0, le=3_600)
+    duration_s: float = Field(default=10, ge=1, le=3_600)  # k6 runs no scenario shorter than 1 s
 
 
 class Load(StrictModel):
@@ -40,7 +40,7 @@ class Load(StrictModel):
     """
 
     rate_per_s: float = Field(default=40, gt=0, le=10_000)
-    duration_s: float = Field(default=20, gt=0, le=3_600)
+    duration_s: float = Field(default=20, ge=1, le=3_600)  # k6 runs no scenario shorter than 1 s
     vus: int = Field(default=20, ge=1, le=1_000)
     max_concurrency: int = Field(default=MAX_PHASE_CONCURRENCY, ge=1, le=1_000)
     vu_scenario: VuScenario = Field(default_factory=VuScenario)

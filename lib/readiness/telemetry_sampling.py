@@ -182,7 +182,7 @@ async def _poll_arrivals(phase: Phase, client: GuardedClient, start: dt.datetime
         await asyncio.sleep(c.poll_interval_s)
 
 
-def _epoch(value: Any) -> float | None:
+def event_epoch(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -200,7 +200,7 @@ def _row(sent: dict[str, Any], seen: tuple[float, dict[str, Any]] | None, rate: 
     if seen is None:
         return out
     first_seen, event = seen
-    stamp, received = _epoch(event.get("timestamp")), _epoch(event.get("received_at"))
+    stamp, received = event_epoch(event.get("timestamp")), event_epoch(event.get("received_at"))
     if stamp is not None:
         arrived_at, source = (received, "received_at") if received is not None else (first_seen, "first_poll")
         out.update(arrival_ms=max(0.0, (arrived_at - stamp) * 1000), arrival_source=source)

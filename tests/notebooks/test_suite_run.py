@@ -260,3 +260,22 @@ def test_resiliency_runs_under_the_sandbox_approval_and_rolls_back(run_dir, chec
     assert approved["bandit_policy_change"] == "SANDBOX-HITL-A7-BANDIT"
     index = (run_dir / "index.html").read_text()
     assert "SANDBOX-HITL-A3-503" in index  # the approvals log is rendered in the report
+
+
+def test_baseline_load_delivers_its_rate_and_finds_the_autonomy_signals(run_dir, checks) -> None:
+    for rel in ("reports/baseline_results.json", "reports/a8_baseline_load.md", "reports/ecosystem_slo_matrix.md",
+                "evidence/baseline_k6_points.json.gz", "evidence/baseline_k6_summary.json",
+                "evidence/baseline_k6.log", "charts/load_p95.svg", "charts/load_autonomy_arrival.svg"):
+        assert (run_dir / rel).is_file(), rel
+    results = json.loads((run_dir / "reports" / "baseline_results.json").read_text())
+    assert results["rate"]["delivered_requests"] == results["rate"]["planned_requests"] > 0
+    assert all(e["P95"]["n"] == e["n"] for e in results["endpoints"])
+    assert [r["app"] for r in results["slo_matrix"]] == [f"A{i}" for i in range(1, 9)]
+    p95 = {cid: c for cid, c in checks.items() if cid.startswith("load.baseline.") and cid.endswith(".p95")}
+    assert len(p95) == 8 and all(c.evidence and c.n for c in p95.values())
+    assert checks["load.dropped_iterations"].status is Status.PASS and checks["load.dropped_iterations"].observed == 0
+    assert checks["load.stop_conditions"].status is Status.PASS
+    assert {"load.k6.http_req_failed.rate_lt_0_01", "load.k6.http_req_duration.p95_lt_150"} <= set(checks)
+    for signal in ("run_progress", "cta_emitted", "page_published", "orchestration_cycle_complete"):
+        assert checks[f"load.autonomy.{signal}"].status is Status.PASS, signal
+    assert checks["load.autonomy.arrival"].status is Status.PASS
