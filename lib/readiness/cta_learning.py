@@ -67,12 +67,18 @@ TAGS = ("release_engineering", "test_quality")
 def join_rewards(impressions: Iterable[Mapping[str, Any]], outcomes: Iterable[Mapping[str, Any]],
                  weights: RewardWeights) -> tuple[pd.DataFrame, dict[str, int]]:
     """One row per logged impression with its 0/1 outcome signals and reward; plus counts
-    of what was left out: impressions without a usable arm/propensity/trace id, repeated
-    impressions of one trace, and outcomes naming another arm than their impression."""
-    skipped = {"invalid_impressions": 0, "repeated_impressions": 0, "arm_mismatch": 0}
+    of what was left out: impressions that carry no propensity at all (a page that chose
+    its arm itself and only reported the impression — not a decision of the logging
+    policy, so not usable for off-policy evaluation, but not a defect either),
+    impressions whose arm/propensity/trace id is unusable, repeated impressions of one
+    trace, and outcomes naming another arm than their impression."""
+    skipped = {"not_policy_decisions": 0, "invalid_impressions": 0, "repeated_impressions": 0, "arm_mismatch": 0}
     rows: dict[str, dict[str, Any]] = {}
     for imp in impressions:
         trace, arm, prop = imp.get("trace_id"), imp.get("arm_id"), imp.get("propensity")
+        if prop is None:
+            skipped["not_policy_decisions"] += 1
+            continue
         if not (trace and isinstance(arm, str) and isinstance(prop, int | float) and not isinstance(prop, bool)
                 and 0 < prop <= 1):
             skipped["invalid_impressions"] += 1

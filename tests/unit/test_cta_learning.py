@@ -31,7 +31,8 @@ def test_outcomes_join_on_the_trace_and_score_with_the_weights() -> None:
     got = rows.set_index("trace_id")["reward"].to_dict()
     assert got == pytest.approx({"t1": 0.05 + 0.3 + 0.65, "t2": 0.05 - 0.4, "t3": 0.05})
     assert rows.set_index("trace_id").loc["t3", "propensity"] == 0.3
-    assert skipped == {"invalid_impressions": 0, "repeated_impressions": 0, "arm_mismatch": 0}
+    assert skipped == {"not_policy_decisions": 0, "invalid_impressions": 0, "repeated_impressions": 0,
+                       "arm_mismatch": 0}
 
 
 def test_an_impression_without_outcomes_scores_zero() -> None:
@@ -47,10 +48,12 @@ def test_duplicate_outcome_events_count_once() -> None:
 def test_bad_impressions_and_conflicting_outcomes_are_left_out_and_counted() -> None:
     rows, skipped = join_rewards(
         [imp("t1", propensity=None), imp("t2", propensity=0.0), imp("t3", propensity=1.5), imp("t4"), imp("t4"),
-         imp("t5"), {"arm_id": "signup_hero", "propensity": 0.5}],
+         imp("t5"), {"arm_id": "signup_hero", "propensity": 0.5}, imp("t6", propensity="0.5")],
         [out("lead", "t5", "pricing_banner"), out("page_view", "t4", None)], W)
     assert rows["trace_id"].tolist() == ["t4"] and rows["reward"].tolist() == [pytest.approx(0.05)]
-    assert skipped == {"invalid_impressions": 4, "repeated_impressions": 1, "arm_mismatch": 1}
+    # t1 has no propensity: a page-chosen impression, not a policy decision (left out, not a defect)
+    assert skipped == {"not_policy_decisions": 1, "invalid_impressions": 4, "repeated_impressions": 1,
+                       "arm_mismatch": 1}
 
 
 def test_serving_rule_and_propensity_audit() -> None:
