@@ -54,45 +54,6 @@ def statuses(phase: Phase) -> dict[str, Status]:
     return {c.id: c.status for c in phase.run.read_checks(PHASE)}
 
 
-def test_phase_end_to_end_with_the_sandbox_approval(params_file: Path) -> None:
-    from readiness import cta_learning, cta_policy, learning
-
-    phase = open_phase(PHASE, str(params_file))
-    before = admin(params_file, "A7", "GET", "/admin/cta/policy")
-    learning.observe_retries(phase)
-    learning.retry_checks(phase)
-    learning.retry_chart(phase)
-    learning.breaker_checks(phase)
-    learning.write_report(phase)
-    cta_learning.simulate_traffic(phase)
-    cta_learning.learn_policy(phase)
-    cta_learning.posterior_chart(phase)
-    cta_learning.evaluate_offline(phase)
-    cta_policy.change_policy(phase)
-    cta_policy.write_signal_path(phase)
-
-    got = statuses(phase)
-    assert got["learning.retry.exponential"] is Status.PASS
-    assert got["learning.retry.jitter"] is Status.PASS
-    assert got["learning.retry.bounded"] is not Status.FAIL  # PASS once a run exhausts its attempts (1 in 16)
-    assert got["learning.bandit.logged_data"] is Status.PASS
-    assert got["learning.bandit.policy_change"] is Status.PASS
-    assert got["learning.bandit.observed_allocation"] is Status.PASS
-    assert got["learning.bandit.rollback"] is Status.PASS
-    assert got["learning.bandit.ips_vs_uniform"] in (Status.PASS, Status.INCONCLUSIVE)
-    root = phase.run.root
-    config = json.loads((root / "reports" / "bandit_config.json").read_text())
-    assert set(config) >= {"arm_weights", "exploration_rate"}
-    change = json.loads((root / "evidence" / "cta_policy_change.json").read_text())
-    assert change["config_event"]["policy_version"] == config["policy_version"]
-    assert admin(params_file, "A7", "GET", "/admin/cta/policy") == before
-    for name in ("error_correction_learning.md", "rl_signal_path.md", "rl_policy.json"):
-        assert (root / "reports" / name).is_file()
-    if change["risk"] != "low":
-        log = (root / "reports" / "hitl_approvals.log").read_text()
-        assert '"kind": "approved"' in log and "SANDBOX-HITL-A7-BANDIT" in log
-
-
 def test_without_the_approval_the_change_is_blocked_and_a7_untouched(params_file: Path,
                                                                      tmp_path: Path, params_factory) -> None:
     from readiness import cta_learning, cta_policy

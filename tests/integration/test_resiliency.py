@@ -25,7 +25,7 @@ import pytest
 from readiness.check import Status
 from readiness.faults import JOURNAL
 from readiness.params import load_params
-from readiness.phase import Phase, open_phase
+from readiness.phase import Phase
 from readiness.resiliency_metrics import CHECK_IDS
 from readiness.runfolder import RunFolder
 
@@ -94,34 +94,6 @@ def steps(root: Path) -> list[str]:
 
 def statuses(phase: Phase) -> dict[str, Status]:
     return {c.id: c.status for c in phase.run.read_checks(PHASE)}
-
-
-def test_experiment_measures_the_breaker_and_leaves_no_fault(params_file: Path) -> None:
-    from readiness import resiliency
-
-    phase = open_phase(PHASE, str(params_file))
-    windows = resiliency.run_experiment(phase)
-    assert list(windows.cycle) == [1, 2] and windows.removal_verified.all()
-    cycles = resiliency.analyse(phase)
-    resiliency.timeline_chart(phase)
-    resiliency.write_report(phase)
-    left = resiliency.clear_leftover_faults(phase)
-
-    got = statuses(phase)
-    assert set(got) == set(CHECK_IDS)
-    for cid in ("resiliency.time_to_open", "resiliency.time_to_recover", "resiliency.transitions",
-                "resiliency.shed", "resiliency.rollback", "resiliency.auto_heal"):
-        assert got[cid] is Status.PASS, (cid, cycles.to_dict())
-    assert (cycles.shed > 0).all() and cycles.sequence_complete.all()
-    assert a4_faults(params_file)["force_503_s"] == 0 and left.action.tolist() == ["none"]
-    root = phase.run.root
-    journal = steps(root)
-    assert journal.count("injected") == 2 and journal.count("removed") >= 3 and "rollback_verified" in journal
-    results = json.loads((root / "evidence" / "a3_cb_results.json").read_text())
-    assert results["status"] == "completed" and len(results["analysis"]["cycles"]) == 2
-    for name in ("reports/a3_resiliency_report.md", "evidence/a3_resiliency_requests.parquet",
-                 "charts/a3_resiliency_timeline.svg"):
-        assert (root / name).is_file(), name
 
 
 def test_without_the_approval_everything_is_blocked_and_no_fault_sent(params_file: Path, tmp_path: Path,

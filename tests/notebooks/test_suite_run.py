@@ -241,6 +241,9 @@ def test_learning_evidences_retries_and_ships_the_policy_only_under_its_approval
     assert set(policy["posterior"]) == set(config["arm_weights"]) == {"signup_hero", "pricing_banner",
                                                                      "provider_invite"}
     assert abs(sum(policy["allocation"].values()) - 1) < 1e-9 and 0 <= config["exploration_rate"] <= 1
+    change = json.loads((run_dir / "evidence" / "cta_policy_change.json").read_text())
+    assert change["config_event"]["policy_version"] == config["policy_version"]  # A7 emitted the applied config
+    assert change["restored"]["now"]["policy_version"] == change["previous"]["policy_version"]
     ips = checks["learning.bandit.ips_vs_uniform"]
     assert ips.status is not Status.ERROR and ips.ci_low is not None and ips.ci_low <= ips.observed <= ips.ci_high
 
@@ -254,6 +257,10 @@ def test_resiliency_runs_under_the_sandbox_approval_and_rolls_back(run_dir, chec
         assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
     results = json.loads((run_dir / "evidence" / "a3_cb_results.json").read_text())
     assert len(results["windows"]) == 3 and all(w["removal_verified"] for w in results["windows"])
+    assert results["status"] == "completed" and len(results["analysis"]["cycles"]) == 3
+    journal = [json.loads(line)["step"] for line in (run_dir / "evidence" / "a3_fault_journal.jsonl").read_text()
+               .splitlines()]
+    assert journal.count("injected") == 3 and "rollback_verified" in journal
     log = [json.loads(line) for line in (run_dir / "reports" / "hitl_approvals.log").read_text().splitlines()]
     approved = {e["action"]: e["approval_id"] for e in log if e["kind"] == "approved"}
     assert approved["fault_injection_503"] == "SANDBOX-HITL-A3-503"
