@@ -21,15 +21,14 @@ All of it is telemetry the audit reads back from A8: ``upstream_attempt`` per at
 attempts *are* the waits), ``upstream_retry`` per scheduled retry with tenacity's wait,
 ``breaker_transition`` per state change, and the run's ``run_progress``,
 ``page_published``, ``cta_emitted``, ``orchestration_cycle_complete``. The latest
-``MAX_RUNS`` runs are kept in SQLite. The loop is a daemon thread in ``ctx.services``:
-it starts with the app, waits for the upstream's first healthy answer, never raises out
+runs are kept in SQLite (:mod:`sandbox.apps.a3_runs`). The loop is a daemon thread in
+``ctx.services``: it starts with the app, waits for the upstream's first healthy answer, never raises out
 of the thread, and sleeps on an ``Event`` so that ``close()`` (shutdown) stops it at once.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import random
 import secrets
 import sys
@@ -43,9 +42,9 @@ import httpx
 import pybreaker
 import tenacity
 
+from sandbox.apps.a3_runs import RunStore, iso_us
 from sandbox.common.context import AppContext
 from sandbox.common.events import emit_event
-from sandbox.common.sqlite import Database
 
 ORCH_INTERVAL_S = 0.5
 MAX_ATTEMPTS = 4
@@ -59,71 +58,8 @@ RENDER_PATH = "/api/render"
 CYCLE_ROUTE = "/orchestration/cycle"
 BREAKER_ROUTE = "/orchestration/breaker"
 CTA_ARMS = ("signup_hero", "pricing_banner", "provider_invite")
-MAX_RUNS = 200
-RUN_STATES = ("running", "completed", "failed", "shed")
 _OUTCOMES = {"ok": ("completed", 200), "failed": ("failed", 502), "shed": ("shed", 503)}  # run state, event status
 _STATE_NAMES = {pybreaker.STATE_CLOSED: "closed", pybreaker.STATE_OPEN: "open", pybreaker.STATE_HALF_OPEN: "half_open"}
-
-
-def iso_us(ts: dt.datetime | None = None) -> str:
-    """``2024-05-01T12:00:00.123456Z``: retry gaps of tens of milliseconds need microseconds."""
-    ts = ts or dt.datetime.now(dt.UTC)
-    return ts.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS orchestration_runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    trace_id TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('running', 'completed', 'failed', 'shed')),
-    outcome TEXT,  -- ok | failed | shed | stopped (shutdown) | error (a bug) | interrupted (process died)
-    progress REAL NOT NULL CHECK (progress BETWEEN 0 AND 1),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    page_id TEXT,
-    started_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-"""
-
-
-class RunStore:
-    """The loop's runs in SQLite, trimmed to the latest :data:`MAX_RUNS` as each run begins."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def begin(self, run_id: str, trace_id: str) -> None:
-        now = iso_us()
-        with self.db.transaction() as conn:
-            cur = conn.execute("INSERT INTO orchestration_runs (id, trace_id, state, progress, started_at, updated_at)"
-                               " VALUES (?, ?, 'running', 0, ?, ?)", (run_id, trace_id, now, now))
-            conn.execute("DELETE FROM orchestration_runs WHERE seq <= ?", ((cur.lastrowid or 0) - MAX_RUNS,))
-
-    def progress(self, run_id: str, progress: float, attempts: int, page_id: str | None = None) -> None:
-        self.db.execute("UPDATE orchestration_runs SET progress = ?, attempts = ?, page_id = COALESCE(?, page_id),"
-                        " updated_at = ? WHERE id = ?", (progress, attempts, page_id, iso_us(), run_id))
-
-    def finish(self, run_id: str, state: str, outcome: str, attempts: int) -> None:
-        self.db.execute("UPDATE orchestration_runs SET state = ?, outcome = ?, attempts = ?, updated_at = ?"
-                        " WHERE id = ?", (state, outcome, attempts, iso_us(), run_id))
-
-    def interrupt_leftovers(self) -> None:
-        """Runs a previous process left running can never finish: mark them failed."""
-        self.db.execute("UPDATE orchestration_runs SET state = 'failed', outcome = 'interrupted', updated_at = ?"
-                        " WHERE state = 'running'", (iso_us(),))
-
-    def count(self) -> int:
-        return int(self.db.scalar("SELECT COUNT(*) FROM orchestration_runs") or 0)
-
-    def summary(self, latest: int = 5) -> dict[str, Any]:
-        """Counts per state over the kept runs and the latest few, for ``GET /api/runs/status``."""
-        counts = {r["state"]: r["n"] for r in self.db.query(
-            "SELECT state, COUNT(*) AS n FROM orchestration_runs GROUP BY state")}
-        rows = self.db.query("SELECT id, trace_id, state, outcome, progress, attempts, page_id, started_at, updated_at"
-                             " FROM orchestration_runs ORDER BY seq DESC LIMIT ?", (latest,))
-        return {"counts": {s: counts.get(s, 0) for s in RUN_STATES}, "kept": sum(counts.values()),
-                "max_kept": MAX_RUNS, "latest": [dict(r) for r in rows]}
 
 
 class UpstreamError(RuntimeError):
@@ -319,15 +255,16 @@ class Orchestrator:
                    attempts=run.attempts, duration_ms=round((time.perf_counter() - started) * 1000, 3))
         return outcome
 
+    @staticmethod
+    def retrying(**hooks: Any) -> tenacity.Retrying:
+        """The one retry policy of A3's upstream calls: at most MAX_ATTEMPTS, exponential
+        backoff with jitter, only upstream failures (never a refusal by the open breaker)."""
+        return tenacity.Retrying(stop=tenacity.stop_after_attempt(MAX_ATTEMPTS),
+                                 wait=tenacity.wait_exponential_jitter(**BACKOFF),
+                                 retry=tenacity.retry_if_exception_type(UpstreamError), reraise=True, **hooks)
+
     def _render_with_retries(self, run: _Run) -> dict[str, Any]:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(MAX_ATTEMPTS),
-            wait=tenacity.wait_exponential_jitter(**BACKOFF),
-            retry=tenacity.retry_if_exception_type(UpstreamError),
-            before_sleep=lambda state: self._on_retry(run, state),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = self.retrying(before_sleep=lambda state: self._on_retry(run, state), sleep=self._sleep)
         content: dict[str, Any] = retrying(self._attempt, run)
         return content
 
@@ -368,13 +305,7 @@ class Orchestrator:
         """The preview's call: the loop's retry policy around breaker calls, so a transient
         upstream failure costs the visitor at most ~0.4 s of waits instead of an error;
         a refusal by the open breaker is never retried (the visitor gets a fast 503)."""
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(MAX_ATTEMPTS),
-            wait=tenacity.wait_exponential_jitter(**BACKOFF),
-            retry=tenacity.retry_if_exception_type(UpstreamError),
-            reraise=True,
-        )
-        content: dict[str, Any] = retrying(self.guarded_render, "page_preview", None, trace_id)
+        content: dict[str, Any] = self.retrying()(self.guarded_render, "page_preview", None, trace_id)
         return content
 
     def guarded_render(self, template: str, run_id: str | None, trace_id: str) -> dict[str, Any]:

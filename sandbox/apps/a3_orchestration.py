@@ -21,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.apps.a3_loop import RUNS_SCHEMA, setup_orchestration
+from sandbox.apps.a3_loop import setup_orchestration
 from sandbox.apps.a3_pages import SCHEMA as PAGES_SCHEMA
 from sandbox.apps.a3_pages import page_routes
 from sandbox.apps.a3_preview import breaker_admin_routes, orchestrator_of, preview_routes
+from sandbox.apps.a3_runs import RUNS_SCHEMA
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.web import utc_now_iso
 

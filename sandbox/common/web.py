@@ -55,9 +55,10 @@ def token_matches(given: str | None, expected: str | None) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
 
 
-def iso(ts: dt.datetime) -> str:
-    """``2024-05-01T12:00:00.123Z`` for an aware datetime."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso(ts: dt.datetime, timespec: str = "milliseconds") -> str:
+    """``2024-05-01T12:00:00.123Z`` for an aware datetime (``timespec="microseconds"`` where
+    gaps of a few milliseconds matter, e.g. retry attempts)."""
+    return ts.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def iso_from_epoch(epoch: float) -> str:

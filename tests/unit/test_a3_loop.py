@@ -19,15 +19,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.apps.a3_loop import (
-    MAX_RUNS,
-    RUNS_SCHEMA,
-    Orchestrator,
-    RunStore,
-    UpstreamError,
-    UpstreamRejected,
-    iso_us,
-)
+from sandbox.apps.a3_loop import Orchestrator, UpstreamError, UpstreamRejected
+from sandbox.apps.a3_runs import MAX_RUNS, RUNS_SCHEMA, RunStore, iso_us
 from sandbox.apps.a4_documents import DEFAULT_FLAKINESS, RenderFlakiness, _render_request
 from sandbox.common.knobs import KnobError
 from sandbox.common.sqlite import META_SCHEMA, Database
