@@ -192,7 +192,7 @@ class ThompsonBandit:
             out[arm] = {"alpha": a, "beta": b, "mean": mean,
                         "ci_low": float(beta_dist.ppf(tail, a, b)), "ci_high": float(beta_dist.ppf(1 - tail, a, b)),
                         "expected_reward": self.weights.unscale(mean), "n": n,
-                        "mean_observed_reward": float(self.reward_sum[i] / n) if n else math.nan}
+                        "mean_observed_reward": float(self.reward_sum[i] / n) if n else None}
         return out
 
     def to_policy_json(self, draws: int = ALLOCATION_DRAWS) -> dict[str, Any]:

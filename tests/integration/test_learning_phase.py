@@ -68,7 +68,8 @@ def test_without_the_approval_the_change_is_blocked_and_a7_untouched(params_file
     refused = params_factory(tmp_path, port_base=PORT_BASE, edit=edit)
     phase = open_phase(PHASE, str(refused))
     before = admin(refused, "A7", "GET", "/admin/cta/policy")
-    cta_learning.learn_policy(phase)  # from the traffic the first test logged
+    cta_learning.simulate_traffic(phase)
+    cta_learning.learn_policy(phase)
     frame = cta_policy.change_policy(phase)
     change = json.loads((phase.run.root / "evidence" / "cta_policy_change.json").read_text())
     assert change["risk"] in ("medium", "high"), "a low-risk change needs no approval: nothing to refuse"

@@ -3,6 +3,8 @@ outcomes on the trace id, scoring them, and checking logged propensities against
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -74,3 +76,10 @@ def test_holdout_is_a_fixed_half_and_fit_learns_the_better_arm() -> None:
     assert held.equals(holdout(rows)) and 150 < held.sum() < 250
     bandit = fit(rows, ["a", "b"], exploration_rate=0.1, seed=7, weights=W)
     assert bandit.allocation()["a"] > 0.99 and bandit.propensities()["b"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_policy_learned_from_no_rows_is_still_valid_json() -> None:
+    rows, _ = join_rewards([], [], W)
+    policy = fit(rows, ["signup_hero", "pricing_banner"], exploration_rate=0.1, seed=1, weights=W).to_policy_json(1000)
+    json.dumps(policy, allow_nan=False)  # an arm with no data has no observed mean: null, never NaN
+    assert policy["posterior"]["signup_hero"]["mean_observed_reward"] is None
