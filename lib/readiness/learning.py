@@ -388,4 +388,6 @@ def write_report(phase: Phase) -> Markdown:
         f"![retry gaps](../charts/{CHART}.svg)", "", "## Verdicts", "", checks_table(checks), "",
         "## Method", "", (__doc__ or "").split("\n\n", 2)[2]])
     phase.run.write_text(REPORT, text)
-    return Markdown(text)
+    # the report file links its chart relative to reports/; the rendered notebook shows the
+    # chart from its own cell, and a relative image would not resolve from html/leadership/
+    return Markdown(text.replace(f"![retry gaps](../charts/{CHART}.svg)", f"Chart: `charts/{CHART}.svg` (above)."))
