@@ -30,8 +30,6 @@ once — the dedupe lives where the counting happens.
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -55,7 +53,7 @@ from sandbox.apps.a7_bandit import (
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.events import emit_event, request_tags
-from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
+from sandbox.common.idempotency import IdempotencyStore, Outcome, PurgedKeys, run_idempotent_purged
 from sandbox.common.web import BadBody, contract_json, json_error, read_json
 
 CONFIG_ROUTE = "/api/cta/config"
@@ -66,7 +64,6 @@ POLICY_ROUTE = "/admin/cta/policy"
 SIMULATE_ROUTE = "/admin/cta/simulate"
 POLICY_SERVICE = "cta_policy"
 KEYS_SERVICE = "cta_idempotency"
-PURGE_EVERY_S = 60.0
 MAX_TEXT = 200
 MAX_KEY = 255
 BODY_FIELDS = {"arm_id", "page", "error", "target", "tags"}
@@ -110,33 +107,11 @@ def validate_beacon(body: Any, *, clicks: bool) -> dict[str, str]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-class AssignKeys:
-    """The assignment route's idempotency keys, purged of expired ones at most once per
-    :data:`PURGE_EVERY_S`: the store drops an expired key only when that key comes back,
-    and every page view brings a new one, so without a purge the file grows with traffic."""
-
-    def __init__(self, store: IdempotencyStore) -> None:
-        self.store = store
-        self._next_purge = 0.0
-        self._lock = threading.Lock()
-
-    def purge_due(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now < self._next_purge:
-                return False
-            self._next_purge = now + PURGE_EVERY_S
-            return True
-
-    def close(self) -> None:
-        self.store.close()
-
-
 def setup_cta(ctx: AppContext) -> None:
     """The live policy (default after every start) and the assignments' idempotency keys."""
     ctx.services[POLICY_SERVICE] = LivePolicy(f"{ctx.config.seed}:{ctx.config.app_id}")
     store = IdempotencyStore(ctx.config.db_path("idempotency"), ctx.config.dedupe_window_s)
-    ctx.services[KEYS_SERVICE] = AssignKeys(store)
+    ctx.services[KEYS_SERVICE] = PurgedKeys(store)
 
 
 def live_of(ctx: AppContext) -> LivePolicy:
@@ -185,11 +160,8 @@ async def assign(request: Request) -> Response:
                         page=page)
         return Outcome(200, assignment.as_json())
 
-    keys: AssignKeys = ctx.services[KEYS_SERVICE]
-    response = await run_idempotent(request, keys.store, ASSIGN_ROUTE, work)
-    if keys.purge_due():
-        await run_in_threadpool(keys.store.purge)
-    return response
+    keys: PurgedKeys = ctx.services[KEYS_SERVICE]
+    return await run_idempotent_purged(request, keys, ASSIGN_ROUTE, work)
 
 
 async def _beacon(request: Request, event_type: str, route: str, *, clicks: bool) -> Response:

@@ -28,8 +28,6 @@ The rest of the command center lives in one module per concept: tiles and their 
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -42,7 +40,7 @@ from sandbox.apps.a8_dashboard import dashboard
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.emitter import Event
-from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
+from sandbox.common.idempotency import IdempotencyStore, Outcome, PurgedKeys, run_idempotent_purged
 from sandbox.common.web import (
     BadBody,
     bearer_token,
@@ -59,7 +57,6 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_DEDUPE_WINDOW_S = 86_400.0
 INGEST_ROUTE = "/api/telemetry/events"
-PURGE_EVERY_S = 60.0
 
 SCHEMA = STORE_SCHEMA + a8_tiles.SCHEMA + a8_banners.SCHEMA
 
@@ -77,45 +74,20 @@ class StoreSink:
         """Nothing to release: the store's database is closed with the app."""
 
 
-class BatchKeys:
-    """The ingest route's idempotency store, purged of expired batch keys now and then.
-
-    Every emitter batch leaves a key behind, and the store only drops an expired key when
-    the same key comes back, so without a purge the file would grow with the traffic.
-    """
-
-    def __init__(self, store: IdempotencyStore) -> None:
-        self.store = store
-        self._next_purge = 0.0
-        self._lock = threading.Lock()
-
-    def purge_due(self) -> bool:
-        """Whether this request should purge the expired keys (true at most once per :data:`PURGE_EVERY_S`)."""
-        now = time.monotonic()
-        with self._lock:
-            if now < self._next_purge:
-                return False
-            self._next_purge = now + PURGE_EVERY_S
-            return True
-
-    def close(self) -> None:
-        self.store.close()
-
-
 def store_of(request: Request) -> TelemetryStore:
     store: TelemetryStore = ctx_of(request).services["store"]
     return store
 
 
-def batch_keys_of(request: Request) -> BatchKeys:
-    keys: BatchKeys = ctx_of(request).services["batch_keys"]
+def batch_keys_of(request: Request) -> PurgedKeys:
+    keys: PurgedKeys = ctx_of(request).services["batch_keys"]
     return keys
 
 
 def setup(ctx: AppContext) -> None:
     store = TelemetryStore(ctx.db, ctx.config.dedupe_window_s)
     ctx.services["store"] = store
-    ctx.services["batch_keys"] = BatchKeys(IdempotencyStore(ctx.config.db_path("idempotency"),
+    ctx.services["batch_keys"] = PurgedKeys(IdempotencyStore(ctx.config.db_path("idempotency"),
                                                             ctx.config.dedupe_window_s))
     board = a8_banners.BannerBoard(ctx, store)
     board.start()
@@ -152,10 +124,7 @@ async def ingest(request: Request) -> Response:
         result = await run_in_threadpool(store.ingest, events, "http")
         return Outcome(202, result.as_json())
 
-    response = await run_idempotent(request, keys.store, INGEST_ROUTE, work)
-    if keys.purge_due():
-        await run_in_threadpool(keys.store.purge)
-    return response
+    return await run_idempotent_purged(request, keys, INGEST_ROUTE, work)
 
 
 class QueryError(ValueError):

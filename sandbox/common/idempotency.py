@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -238,3 +239,40 @@ async def run_idempotent(request: Request, store: IdempotencyStore, route: str, 
         raise
     await run_in_threadpool(store.finish, reserved, outcome)
     return outcome.response()
+
+
+PURGE_EVERY_S = 60.0
+
+
+class PurgedKeys:
+    """A route's idempotency store, purged of expired keys at most once per :data:`PURGE_EVERY_S`.
+
+    The store drops an expired key only when that same key comes back; routes that see a
+    new key with every request (telemetry batches, CTA assignments) would otherwise grow
+    their file with the traffic.
+    """
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self.store = store
+        self._next_purge = 0.0
+        self._lock = threading.Lock()
+
+    def purge_due(self) -> bool:
+        """Whether this request should purge the expired keys (true at most once per period)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_purge:
+                return False
+            self._next_purge = now + PURGE_EVERY_S
+            return True
+
+    def close(self) -> None:
+        self.store.close()
+
+
+async def run_idempotent_purged(request: Request, keys: PurgedKeys, route: str, work: Work) -> Response:
+    """:func:`run_idempotent` on ``keys.store``, then the periodic purge when it is due."""
+    response = await run_idempotent(request, keys.store, route, work)
+    if keys.purge_due():
+        await run_in_threadpool(keys.store.purge)
+    return response
