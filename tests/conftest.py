@@ -42,6 +42,18 @@ def write_test_params(folder: Path, *, port_base: int = TEST_PORT_BASE,
 
 
 @contextlib.contextmanager
+def apps_running(apps: list[Any], state_dir: Path, **up: Any) -> Iterator[Any]:
+    """Some sandbox apps (``launcher.AppSpec``) started for a test module, always stopped."""
+    from sandbox import launcher
+
+    state = launcher.up(apps, state_dir, timeout_s=20, **up)
+    try:
+        yield state
+    finally:
+        launcher.down(state_dir)
+
+
+@contextlib.contextmanager
 def sandbox_running(params_file: Path) -> Iterator[Any]:
     """The sandbox of ``params_file`` running for the block (yields its launcher state); stopped
     after, and ``os.environ`` restored (starting it exports its generated secrets, which must
@@ -70,6 +82,12 @@ def params_factory() -> Callable[..., Path]:
 def start_sandbox() -> Callable[[Path], contextlib.AbstractContextManager[Any]]:
     """``sandbox_running`` for test modules that run a sandbox of their own."""
     return sandbox_running
+
+
+@pytest.fixture(scope="session")
+def start_apps() -> Callable[..., contextlib.AbstractContextManager[Any]]:
+    """``apps_running`` for test modules that start a few sandbox apps of their own."""
+    return apps_running
 
 
 @pytest.fixture(scope="session")

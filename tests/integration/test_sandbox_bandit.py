@@ -48,14 +48,10 @@ LEARNED = {"policy_version": "cta-test-learned", "exploration_rate": 0.3,
 
 
 @pytest.fixture(scope="module")
-def bandit_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.SandboxState]:
+def bandit_sandbox(tmp_path_factory: pytest.TempPathFactory, start_apps) -> Iterator[launcher.SandboxState]:
     apps = [a for a in launcher.default_apps(BASE_PORT) if a.app_id in ("A7", "A8")]
-    state_dir = tmp_path_factory.mktemp("bandit-sandbox")
-    state = launcher.up(apps, state_dir, timeout_s=20)
-    try:
+    with start_apps(apps, tmp_path_factory.mktemp("bandit-sandbox")) as state:
         yield state
-    finally:
-        launcher.down(state_dir)
 
 
 @pytest.fixture(scope="module")

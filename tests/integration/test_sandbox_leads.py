@@ -36,14 +36,10 @@ LEAD = {"email": "qa-lead@example.test", "name": "QA Lead", "source": "readiness
 
 
 @pytest.fixture(scope="module")
-def leads_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.SandboxState]:
+def leads_sandbox(tmp_path_factory: pytest.TempPathFactory, start_apps) -> Iterator[launcher.SandboxState]:
     apps = [a for a in launcher.default_apps(BASE_PORT) if a.app_id in ("A7", "A8")]
-    state_dir = tmp_path_factory.mktemp("leads-sandbox")
-    state = launcher.up(apps, state_dir, timeout_s=20)
-    try:
+    with start_apps(apps, tmp_path_factory.mktemp("leads-sandbox")) as state:
         yield state
-    finally:
-        launcher.down(state_dir)
 
 
 @pytest.fixture(scope="module")

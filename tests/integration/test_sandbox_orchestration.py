@@ -31,14 +31,11 @@ FORCED_OUTAGE_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.SandboxState]:
-    state_dir = tmp_path_factory.mktemp("orchestration-sandbox")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, start_apps) -> Iterator[launcher.SandboxState]:
     apps = [launcher.AppSpec(app_id, port) for app_id, port in PORTS.items()]
-    state = launcher.up(apps, state_dir, env={"A8_TELEMETRY_KEY": "orch-" + secrets.token_urlsafe(12)}, timeout_s=20)
-    try:
+    with start_apps(apps, tmp_path_factory.mktemp("orchestration-sandbox"),
+                      env={"A8_TELEMETRY_KEY": "orch-" + secrets.token_urlsafe(12)}) as state:
         yield state
-    finally:
-        launcher.down(state_dir)
 
 
 @pytest.fixture(scope="module")
