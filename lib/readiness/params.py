@@ -29,11 +29,13 @@ from readiness.params_contracts import B2B, Funnels, Hardening, TelemetryContrac
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
     Approval,
+    Attestation,
     Gate,
     HttpLimits,
     Latency,
     Sandbox,
     Secrets,
+    Security,
     Smoke,
     StrictModel,
     Stripe,
@@ -96,6 +98,8 @@ class Params(StrictModel):
     load: Load = Field(default_factory=Load)
     learning: Learning = Field(default_factory=Learning)
     resiliency: Resiliency = Field(default_factory=Resiliency)
+    security: Security = Field(default_factory=Security)
+    attestation: Attestation = Field(default_factory=Attestation)
     telemetry_app: str = "A8"
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder

@@ -246,3 +246,29 @@ class Sandbox(StrictModel):
         if unknown:
             raise ValueError(f"unknown sandbox flags {unknown} (known: {', '.join(SANDBOX_FLAGS)})")
         return {**dict.fromkeys(SANDBOX_FLAGS, False), **v}
+
+
+class Security(StrictModel):
+    """Security and ops checks (``10_security_ops``): what to scan and which endpoints to probe.
+
+    ``scan_paths`` are relative to the params file's folder (the sandbox scans its own
+    source). ``admin_paths`` must answer 401/403 without credentials on every app;
+    ``cors_probe_origin`` is an origin no app may reflect.
+    """
+
+    scan_paths: list[str] = Field(default_factory=lambda: ["../sandbox", "../lib"])
+    scan_exclude: list[str] = Field(default_factory=lambda: [r"\.venv/", r"__pycache__/", r"tests/"])
+    admin_paths: list[UrlPath] = Field(default_factory=lambda: ["/admin/faults", "/admin/flags"])
+    cors_probe_origin: str = "https://cors-probe.invalid"
+    tls_min_days_left: int = Field(default=14, ge=0, le=3650)
+
+
+class Attestation(StrictModel):
+    """The signed "live and autonomous" attestation: where its Ed25519 key comes from.
+
+    ``key_env`` names an environment variable holding a PEM (PKCS#8) Ed25519 private key;
+    when it is unset the run makes a key of its own, signs with it, writes the public half
+    beside the signature and never writes the private half.
+    """
+
+    key_env: str | None = "READINESS_ATTESTATION_KEY"
