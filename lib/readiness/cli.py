@@ -1,7 +1,8 @@
-"""Command line: ``readiness run | validate | sandbox up|down|status | latest | load-segment | load-merge``.
+"""Command line: ``readiness run | validate | verify | sandbox up|down|status | latest | load-segment | load-merge``.
 
-Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met; 2 bad input (params,
-phase names), with nothing written; 130 interrupted.
+Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met (``verify``: a hash or the
+signature does not match); 2 bad input (params, phase names, no such run folder), with
+nothing written; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from readiness.params import ConfigFileError, load_params
 from readiness.phase import default_outputs_dir, project_root
 from readiness.rubric import load_rubric
-from readiness.runfolder import RunFolderError, latest_complete_run
+from readiness.runfolder import MANIFEST, RunFolderError, latest_complete_run
 
 
 def default_params() -> str:
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate a params file and print its digest")
     val.add_argument("--params", default=default_params())
+
+    ver = sub.add_parser("verify", help="check a run folder against its manifest and the manifest's signature")
+    ver.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (outputs/<YYYYMMDD-HHMMSS>)")
+    ver.add_argument("--public-key", help="PEM Ed25519 public key you trust (default: the one beside the signature)")
 
     sb = sub.add_parser("sandbox", help="start, stop or inspect the bundled sandbox")
     sb.add_argument("action", choices=("up", "down", "status"))
@@ -81,6 +86,27 @@ def _load_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from readiness.attestation import ALGORITHM, AttestationError, verify_run
+
+    try:
+        result = verify_run(Path(args.run_dir), Path(args.public_key) if args.public_key else None)
+    except AttestationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    notes = [f"  note: {note}" for note in result.notes]
+    if result.ok:
+        print("\n".join([f"{result.run_dir}: verified",
+                         f"  files: {result.files_checked} match {MANIFEST} (sha256 and size)",
+                         f"  signature: {ALGORITHM} over sha256({MANIFEST}) {result.manifest_sha256} verifies with "
+                         f"{result.key_used} (key sha256 {result.fingerprint})", *notes]))
+        return 0
+    n = len(result.problems)
+    print("\n".join([f"{result.run_dir}: NOT verified — {n} problem{'s' * (n != 1)}",
+                     *[f"  - {p}" for p in result.problems], *notes]))
+    return 1
+
+
 def _sandbox(action: str, params_file: str) -> int:
     from readiness.sandbox_control import SandboxError, ensure_sandbox, sandbox_status, stop_sandbox
 
@@ -124,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sandbox":
             return _sandbox(args.action, args.params)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "load-segment":
             return _load_segment(args)
         if args.command == "load-merge":

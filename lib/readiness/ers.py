@@ -16,6 +16,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown
 
+from readiness.attestation import sign_run, write_attestation
 from readiness.charts import heatmap_chart, radar_chart, save_chart
 from readiness.phase import Phase
 from readiness.rubric import Rubric, load_rubric
@@ -93,5 +94,8 @@ def publish(phase: Phase) -> Markdown:
     when the notebook runs on its own in JupyterLab (that run is then complete)."""
     if phase.run.info().get("mode") != "interactive":
         return Markdown("`readiness_score.json` is published by the runner when the whole run completes.")
+    write_attestation(phase.run, phase.params, status="complete")
     phase.run.finalize("complete")
-    return Markdown(f"Published `{SCORE_FILE}` in `{phase.run.root.name}` (run marked complete).")
+    signed = sign_run(phase.run.root, phase.params)
+    return Markdown(f"Published `{SCORE_FILE}` in `{phase.run.root.name}` (run marked complete; manifest signed, "
+                    f"key sha256 {signed.fingerprint[:16]}…).")

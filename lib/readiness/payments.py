@@ -40,7 +40,7 @@ from readiness.params import Params
 from readiness.params_sections import Stripe as StripeParams
 from readiness.runfolder import RunFolder
 
-SECRET_KEY_NAME = "STRIPE_SECRET_KEY"
+SECRET_KEY_NAME = "STRIPE_SECRET_KEY"  # pragma: allowlist secret (a name, not a value)
 LIVE_ACTION = "stripe_live_charge"
 AUTO = "AUTO_RESOLVE_OR_CREATE"
 #: A payment method id that both Stripe test mode and localstripe turn into a Visa test

@@ -274,7 +274,7 @@ class RunFolder:
         files = []
         for f in sorted(p for p in self.root.rglob("*") if p.is_file()):
             rel = f.relative_to(self.root).as_posix()
-            if rel in (MANIFEST, RUN_FILE) or f.name.startswith("."):
+            if rel in (MANIFEST, RUN_FILE) or f.name.startswith(".") or rel.startswith("attestation/"):
                 continue
             digest = hashlib.sha256(f.read_bytes()).hexdigest()
             files.append({"path": rel, "sha256": digest, "bytes": f.stat().st_size,

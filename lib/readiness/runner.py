@@ -20,12 +20,13 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
-from readiness.check import Check, Status, summarize
+from readiness.attestation import AttestationError, sign_run, signing_key, write_attestation
+from readiness.check import Check, CheckFileError, Status, summarize
 from readiness.params import PHASES, Params, load_params
 from readiness.phase import default_outputs_dir, project_root
 from readiness.render import render_index, render_notebook
 from readiness.rubric import load_rubric
-from readiness.runfolder import PENDING_SCORE, SCORE_FILE, RunFolder
+from readiness.runfolder import PENDING_SCORE, SCORE_FILE, RunFolder, RunFolderError
 from readiness.sandbox_control import ensure_sandbox, reset_sandbox, stop_sandbox
 
 SCORE_PHASE = "11_readiness_score"
@@ -229,6 +230,10 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
     params_path = Path(params_file).resolve()
     params = load_params(params_path)  # ParamsError before anything is written
     load_rubric(params.rubric_path(params_path))  # RubricError before anything is written, too
+    try:
+        signing_key(params)  # a bad attestation key is bad input: refused before anything is written
+    except AttestationError as exc:
+        raise RunnerError(str(exc)) from None
     available = discover()
     chosen = select_phases(available, phases or params.phases)
     run = RunFolder.create(outputs or default_outputs_dir(), params, params_path)
@@ -300,9 +305,18 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
         if started_sandbox:
             stop_sandbox(params)
         try:
+            try:  # before the index (it links reports/) and before finalize (so the manifest lists it)
+                write_attestation(run, params, status=status)
+            except (CheckFileError, RunFolderError) as exc:
+                say(f"attestation not written: {exc}")
             _index(run, params, results, _score(run, PENDING_SCORE) if status == "complete" else None)
         finally:
             run.finalize(status)
+            try:  # after finalize: the signature covers the final manifest.json
+                signed = sign_run(run.root, params)
+                say(f"signed manifest.json ({signed.key_source}, key sha256 {signed.fingerprint[:16]}…)")
+            except (AttestationError, OSError) as exc:
+                say(f"run not signed: {exc}")
     score = _score(run) if status == "complete" else None
     grade = score.get("grade") if score else None
     outcome = RunOutcome(run.root, status, grade, score.get("overall_score") if score else None,

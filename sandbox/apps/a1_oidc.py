@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS access_tokens (
 CLIENT_ID = "sandbox-student-app"
 CLIENT_NAME = "Student app (A2)"
 CALLBACK_PATH = "/oauth2/callback"
-SECRET_NAME = "OIDC_CLIENT_SECRET"
+SECRET_NAME = "OIDC_CLIENT_SECRET"  # pragma: allowlist secret (a name, not a value)
 REQUEST_TTL_S, CODE_TTL_S, ID_TOKEN_TTL_S, ACCESS_TOKEN_TTL_S = 600, 120, 300, 3600
 PBKDF2_ROUNDS = 20_000  # synthetic users only: enough to be a real hash, cheap enough for load tests
 MIN_PASSWORD = 8

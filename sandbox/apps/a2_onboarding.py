@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS learner_sessions (
 
 CLIENT_ID = "sandbox-student-app"
 CALLBACK_PATH = "/oauth2/callback"
-SECRET_NAME = "OIDC_CLIENT_SECRET"
+SECRET_NAME = "OIDC_CLIENT_SECRET"  # pragma: allowlist secret (a name, not a value)
 SESSION_COOKIE = "a2_session"
 SESSION_TTL_S = 3600
 ATTEMPT_TTL_S = 600

@@ -286,3 +286,16 @@ def test_baseline_load_delivers_its_rate_and_finds_the_autonomy_signals(run_dir,
     for signal in ("run_progress", "cta_emitted", "page_published", "orchestration_cycle_complete"):
         assert checks[f"load.autonomy.{signal}"].status is Status.PASS, signal
     assert checks["load.autonomy.arrival"].status is Status.PASS
+
+
+def test_the_run_is_attested_signed_and_verifies(run_dir) -> None:
+    from readiness.attestation import verify_run
+
+    text = (run_dir / "reports" / "system_live_and_autonomous.md").read_text()
+    assert "manifest.json" in text and "NOT EVIDENCED" in text  # 07 and 10 do not run in this version
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "reports/system_live_and_autonomous.md" in {f["path"] for f in manifest["files"]}
+    assert (run_dir / "attestation" / "manifest.sig").is_file() and (run_dir / "attestation" / "public_key.pem").is_file()
+    result = verify_run(run_dir)
+    assert result.ok and result.signature_ok, result.problems
+    assert result.files_checked == len(manifest["files"])
