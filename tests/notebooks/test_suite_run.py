@@ -191,7 +191,8 @@ def test_manifest_matches_files(run_dir) -> None:
     listed = {r["path"]: r for r in manifest["files"]}
     on_disk = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()
                and not p.name.startswith(".")} - {"manifest.json", "run.json"}
-    assert set(listed) == on_disk
+    signature = {"attestation/manifest.sig", "attestation/public_key.pem"}  # they sign the manifest: outside it
+    assert set(listed) == on_disk - signature and signature <= on_disk
     for rel, row in listed.items():
         assert hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() == row["sha256"], rel
     assert listed["checks/01_smoke.json"]["producer"] == "01_smoke"
@@ -253,8 +254,10 @@ def test_resiliency_runs_under_the_sandbox_approval_and_rolls_back(run_dir, chec
                 "charts/a3_resiliency_timeline.svg"):
         assert (run_dir / rel).is_file(), rel
     for cid in ("resiliency.time_to_open", "resiliency.time_to_recover", "resiliency.transitions",
-                "resiliency.auto_heal", "resiliency.rollback", "resiliency.steady_state_before"):
+                "resiliency.auto_heal", "resiliency.rollback"):
         assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
+    # the steady state is measured, not assumed: ~100 requests decide ≥ 95% only without a blip
+    assert checks["resiliency.steady_state_before"].status in (Status.PASS, Status.INCONCLUSIVE)
     results = json.loads((run_dir / "evidence" / "a3_cb_results.json").read_text())
     assert len(results["windows"]) == 3 and all(w["removal_verified"] for w in results["windows"])
     assert results["status"] == "completed" and len(results["analysis"]["cycles"]) == 3
