@@ -18,7 +18,8 @@ Public surface (everything a notebook, a test or an analyst needs):
 - phase modules, imported by name (``from readiness import b2c``): inventory, smoke, latency,
   latency_report, b2c, b2b, hardening, monetization, revenue_lineage, telemetry_contract,
   telemetry_sampling, command_center, bandit, load, load_segments, k6run, stop_conditions, learning,
-  cta_learning, cta_policy, faults, resiliency, resiliency_metrics
+  cta_learning, cta_policy, faults, resiliency, resiliency_metrics, attestation, secret_scan, observatory,
+  web_security, ports, cost, monitoring_rules, cleanup
 """
 
 from readiness.check import Check, Status

@@ -1,4 +1,5 @@
-"""Command line: ``readiness run | validate | verify | sandbox up|down|status | latest | load-segment | load-merge``.
+"""Command line: ``readiness run | validate | verify | sandbox up|down|status | latest | load-segment | load-merge
+| cleanup``.
 
 Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met (``verify``: a hash or the
 signature does not match); 2 bad input (params, phase names, no such run folder), with
@@ -56,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("load-merge", help="merge load-segment folders into a run folder's load evidence")
     merge.add_argument("dirs", nargs="+", help="the folders written by load-segment, one per segment")
     merge.add_argument("--run-dir", required=True, help="run folder to receive the merged points")
+
+    clean = sub.add_parser("cleanup", help="list (--dry-run) or delete the synthetic data of a namespace")
+    clean.add_argument("--params", default=default_params())
+    clean.add_argument("--namespace", required=True, help="the synthetic namespace (params.synthetic.tags.namespace)")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    clean.add_argument("--run-dir", help="run folder to receive the log (default: a new run folder under --out)")
+    clean.add_argument("--out", help="outputs folder for a new run folder (default: outputs/ in the project)")
+    clean.add_argument("--force-namespace", action="store_true",
+                       help="allow a namespace other than the one the params tag synthetic traffic with")
     return ap
 
 
@@ -138,6 +148,46 @@ def _sandbox(action: str, params_file: str) -> int:
     return 0
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    """``readiness cleanup``: 0 done, 1 an app failed or rows remain after a real run, 2 bad input."""
+    from readiness.cleanup import CleanupError, check_namespace, log_lines, run_cleanup
+    from readiness.runfolder import RunFolder
+    from readiness.sandbox_control import ensure_sandbox, sandbox_status
+    from sandbox import launcher
+
+    params = load_params(args.params)
+    try:
+        check_namespace(params, args.namespace, force=args.force_namespace)
+    except CleanupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if params.target == "sandbox":  # never start one: a fresh sandbox holds nothing to clean
+        state = sandbox_status(params)
+        wanted = {a.id: a.base_url for a in params.apps}
+        if state is None or dict(state.apps) != wanted or not all(launcher.health(state).values()):
+            print(f"error: the sandbox of {args.params} is not running (start it with `readiness sandbox up "
+                  f"--params {args.params}`); nothing to clean", file=sys.stderr)
+            return 2
+        ensure_sandbox(params)  # running as wanted: only exports its admin token to this process
+    try:
+        run = RunFolder.open(args.run_dir, producer="cleanup") if args.run_dir else \
+            RunFolder.create(args.out or default_outputs_dir(), params, args.params, mode="cleanup")
+    except RunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = run_cleanup(params, namespace=args.namespace, dry_run=args.dry_run, run=run,
+                             force_namespace=args.force_namespace)
+    except CleanupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.run_dir:
+        run.finalize("complete" if report.ok else "failed")
+    print("\n".join(log_lines(report)))
+    print(f"log: {run.path(report.log or '')}")
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -156,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _load_segment(args)
         if args.command == "load-merge":
             return _load_merge(args)
+        if args.command == "cleanup":
+            return _cleanup(args)
         if args.command == "latest":
             found = latest_complete_run(args.out or default_outputs_dir())
             if found is None:

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from readiness.params_apps import HTTP_METHODS, App, Route, Slo, is_loopback
 from readiness.params_autonomy import Learning, Load, Resiliency
 from readiness.params_contracts import B2B, Funnels, Hardening, TelemetryContract
+from readiness.params_ops import Monitoring
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
     Approval,
@@ -99,6 +100,7 @@ class Params(StrictModel):
     learning: Learning = Field(default_factory=Learning)
     resiliency: Resiliency = Field(default_factory=Resiliency)
     security: Security = Field(default_factory=Security)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     attestation: Attestation = Field(default_factory=Attestation)
     telemetry_app: str = "A8"
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
@@ -169,6 +171,11 @@ class Params(StrictModel):
             known(self.resiliency, "resiliency", name, getattr(self.resiliency, name))
         for name in ("retry_app", "cta_app"):
             known(self.learning, "learning", name, getattr(self.learning, name))
+        capacity = self.monitoring.capacity
+        if "queue_probes" in capacity.model_fields_set:
+            for i, probe in enumerate(capacity.queue_probes):
+                if probe.app not in ids:
+                    raise ValueError(f"monitoring.capacity.queue_probes[{i}].app: unknown app {probe.app!r}")
         for i, route in enumerate(self.hardening.routes):
             if route.app not in ids:
                 raise ValueError(f"hardening.routes[{i}].app: unknown app {route.app!r}")

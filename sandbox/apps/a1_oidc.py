@@ -12,7 +12,9 @@ and OpenID Connect Core §3.1:
 2. ``POST /oauth2/login`` — the form: ``action=signup`` creates a synthetic user,
    ``action=login`` checks the password. Either way A1 opens a session (the cookie of
    :mod:`sandbox.apps.a1_policy`), emits ``identity_ok`` (``signup`` true/false,
-   ``user_id``) and redirects to the client with a single-use code (120 s).
+   ``user_id``) and redirects to the client with a single-use code (120 s). A wrong
+   email or password answers 401 and emits ``auth_failure`` (the reason shown, a digest
+   of the address; never the password).
 3. ``POST /oauth2/token`` and ``GET /oauth2/userinfo``: see :mod:`sandbox.apps.a1_tokens`.
 4. ``GET /.well-known/jwks.json``: the public half of the key of :mod:`sandbox.apps.a1_keys`.
 
@@ -103,6 +105,7 @@ SECRET_NAME = "OIDC_CLIENT_SECRET"  # pragma: allowlist secret (a name, not a va
 REQUEST_TTL_S, CODE_TTL_S, ID_TOKEN_TTL_S, ACCESS_TOKEN_TTL_S = 600, 120, 300, 3600
 PBKDF2_ROUNDS = 20_000  # synthetic users only: enough to be a real hash, cheap enough for load tests
 MIN_PASSWORD = 8
+WRONG_CREDENTIALS = "email or password is wrong"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
@@ -247,6 +250,18 @@ def _identity_ok(ctx: AppContext, request: Request, route: str, code: str, user_
                signup=signup, user_id=user_id)
 
 
+def _auth_failure(ctx: AppContext, request: Request, client_id: str, email: str, reason: str) -> None:
+    """One ``auth_failure`` event per refused sign-in: what monitoring rules alert on.
+
+    It carries the reason the user was shown and a digest of the address (so a burst
+    over many accounts — credential stuffing — is visible without storing addresses);
+    never the password. Each attempt is its own fact, hence its own idempotency key.
+    """
+    emit_event(ctx, "auth_failure", route="/oauth2/login", status=401, trace_id=request.state.trace_id,
+               idempotency_key=f"auth_failure:{secrets.token_hex(16)}", tags=request_tags(request),
+               reason=reason, client_id=client_id, subject_digest=digest(email.strip().lower())[:16])
+
+
 async def authorize(request: Request) -> Response:
     ctx = ctx_of(request)
     req = _validate_authorize(ctx, dict(request.query_params))
@@ -291,7 +306,7 @@ def _authenticate(ctx: AppContext, form: dict[str, str]) -> tuple[str, bool] | s
         return "action must be signup or login"
     if not existing or not secrets.compare_digest(_hash_password(password, existing[0]["salt"]),
                                                   existing[0]["password_hash"]):
-        return "email or password is wrong"
+        return WRONG_CREDENTIALS
     return existing[0]["id"], False
 
 
@@ -315,7 +330,9 @@ async def login(request: Request) -> Response:
     outcome = await run_in_threadpool(_authenticate, ctx, form)
     if isinstance(outcome, str):
         client = ctx.db.query("SELECT name FROM clients WHERE client_id = ?", (req["client_id"],))
-        status = 401 if outcome == "email or password is wrong" else 409 if "exists" in outcome else 422
+        status = 401 if outcome == WRONG_CREDENTIALS else 409 if "exists" in outcome else 422
+        if status == 401:
+            _auth_failure(ctx, request, req["client_id"], form.get("email", ""), outcome)
         return login_form(req["id"], client[0]["name"] if client else req["client_id"], outcome, status)
     user_id, created = outcome
     now = int(time.time())

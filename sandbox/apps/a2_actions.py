@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS ai_actions (
     request_hash TEXT NOT NULL,
     response TEXT NOT NULL,  -- JSON sent to the caller, replayed on a retry
     created_at TEXT NOT NULL,
+    namespace TEXT,  -- X-Namespace of the request (synthetic traffic), else NULL
     UNIQUE (user_id, idempotency_key)
 );
 """
@@ -105,8 +106,8 @@ def _validate(body: Any) -> tuple[str, str] | str:
     return action, text.strip()
 
 
-def _perform(ctx: AppContext, user_id: str, key: str, request_hash: str,
-             action: str, text: str) -> tuple[int, dict[str, Any], bool, dict[str, Any]]:
+def _perform(ctx: AppContext, user_id: str, key: str, request_hash: str, action: str, text: str,
+             namespace: str | None = None) -> tuple[int, dict[str, Any], bool, dict[str, Any]]:
     """(status, body, replayed, facts) in one transaction: the credit and the record commit together."""
     with ctx.db.transaction() as conn:
         done = conn.execute("SELECT request_hash, response FROM ai_actions WHERE user_id = ? AND idempotency_key = ?",
@@ -124,9 +125,9 @@ def _perform(ctx: AppContext, user_id: str, key: str, request_hash: str,
         body = {"action_id": action_id, "action": action, "output": ACTIONS[action].format(input=text[:200]),
                 "credits_left": learner["credits"] - 1, "first_use": first}
         conn.execute("UPDATE learners SET credits = credits - 1 WHERE user_id = ?", (user_id,))
-        conn.execute("INSERT INTO ai_actions (id, user_id, idempotency_key, request_hash, response, created_at)"
-                     " VALUES (?, ?, ?, ?, ?, ?)", (action_id, user_id, key, request_hash, json.dumps(body),
-                                                    utc_now_iso()))
+        conn.execute("INSERT INTO ai_actions (id, user_id, idempotency_key, request_hash, response, created_at,"
+                     " namespace) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (action_id, user_id, key, request_hash, json.dumps(body), utc_now_iso(), namespace))
     facts = {"credits_before": learner["credits"], "seconds_since_signup":
              round(time.time() - learner["signed_up_epoch"], 3)}
     return 201, body, False, facts
@@ -148,7 +149,8 @@ async def ai_action(request: Request) -> Response:
     ctx = ctx_of(request)
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     status, answer, replayed, facts = await run_in_threadpool(_perform, ctx, learner["user_id"], key,
-                                                              request_hash, *valid)
+                                                              request_hash, *valid,
+                                                              request_tags(request).get("namespace"))
     if status == 201 and not replayed:
         common = {"route": ACTIONS_ROUTE, "status": 201, "trace_id": request.state.trace_id,
                   "tags": request_tags(request), "user_id": learner["user_id"], "action_id": answer["action_id"]}

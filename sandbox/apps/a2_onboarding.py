@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS learners (
     signed_up_at TEXT NOT NULL,
     signed_up_epoch REAL NOT NULL,
     checkout_session_id TEXT,
-    first_page TEXT  -- JSON as A3 answered it
+    first_page TEXT,  -- JSON as A3 answered it
+    namespace TEXT    -- X-Namespace of the sign-in (synthetic learners), else NULL
 );
 CREATE TABLE IF NOT EXISTS learner_sessions (
     id_hash TEXT PRIMARY KEY,
@@ -235,15 +236,17 @@ async def _redeem(request: Request, code: str, verifier: str) -> dict[str, Any]:
     return tokens
 
 
-def _store_learner(ctx: AppContext, claims: dict[str, Any], attribution: dict[str, str]) -> tuple[bool, str, str]:
-    """Create the learner on first sign-in; open a session. Returns (new, session, csrf)."""
+def _store_learner(ctx: AppContext, claims: dict[str, Any], attribution: dict[str, str],
+                   namespace: str | None = None) -> tuple[bool, str, str]:
+    """Create the learner on first sign-in (with the sign-in's namespace tag); open a session.
+    Returns (new, session, csrf)."""
     session, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(16), time.time()
     with ctx.db.transaction() as conn:
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO learners (user_id, email, name, attribution, credits, signed_up_at, signed_up_epoch)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO learners (user_id, email, name, attribution, credits, signed_up_at, signed_up_epoch,"
+            " namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (claims["sub"], claims.get("email", ""), claims.get("name") or claims.get("email", ""),
-             json.dumps(attribution), STARTER_CREDITS, utc_now_iso(), now))
+             json.dumps(attribution), STARTER_CREDITS, utc_now_iso(), now, namespace))
         conn.execute("INSERT INTO learner_sessions (id_hash, user_id, csrf, expires_epoch) VALUES (?, ?, ?, ?)",
                      (digest(session), claims["sub"], csrf, now + SESSION_TTL_S))
     return cursor.rowcount == 1, session, csrf
@@ -265,7 +268,8 @@ async def callback(request: Request) -> Response:
     except OnboardingError as exc:
         return error_page(exc.status, exc.message)
     attribution = json.loads(attempt["attribution"])
-    new, session, _csrf = await run_in_threadpool(_store_learner, ctx, claims, attribution)
+    new, session, _csrf = await run_in_threadpool(_store_learner, ctx, claims, attribution,
+                                                  request_tags(request).get("namespace"))
     if new:
         emit_event(ctx, "signup_attributed", route=CALLBACK_PATH, status=303, trace_id=request.state.trace_id,
                    idempotency_key=f"signup_attributed:{claims['sub']}", tags=request_tags(request),

@@ -21,6 +21,7 @@ from sandbox.apps.a2_actions import action_routes
 from sandbox.apps.a2_onboarding import SCHEMA as ONBOARDING_SCHEMA
 from sandbox.apps.a2_onboarding import onboarding_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
+from sandbox.common.synthetic_cleanup import owned_by, tagged
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS courses (
@@ -56,5 +57,10 @@ def routes() -> list[BaseRoute]:
     return [Route("/api/courses", list_courses, methods=["GET"]), *onboarding_routes(), *action_routes()]
 
 
+LEARNERS = tagged("learners", key="user_id")
+#: A synthetic learner goes with its sessions and actions; a tagged action of another learner goes alone.
+SYNTHETIC_TABLES = (owned_by("ai_actions", "user_id", LEARNERS, own_namespace=True),
+                    owned_by("learner_sessions", "user_id", LEARNERS, key="user_id"), LEARNERS)
+
 DEFINITION = AppDefinition(app_id="A2", schema=SCHEMA + ONBOARDING_SCHEMA + ACTIONS_SCHEMA, seed=seed, routes=routes,
-                           ready_flag="a2_readiness")
+                           ready_flag="a2_readiness", synthetic_tables=SYNTHETIC_TABLES)

@@ -27,6 +27,7 @@ from sandbox.apps.a3_pages import page_routes
 from sandbox.apps.a3_preview import breaker_admin_routes, orchestrator_of, preview_routes
 from sandbox.apps.a3_runs import RUNS_SCHEMA
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
+from sandbox.common.synthetic_cleanup import tagged
 from sandbox.common.web import utc_now_iso
 
 SCHEMA = """
@@ -72,4 +73,5 @@ def routes() -> list[BaseRoute]:
 
 
 DEFINITION = AppDefinition(app_id="A3", schema=SCHEMA + PAGES_SCHEMA + RUNS_SCHEMA, seed=seed, routes=routes,
-                           admin_routes=breaker_admin_routes, setup=setup_orchestration)
+                           admin_routes=breaker_admin_routes, setup=setup_orchestration,
+                           synthetic_tables=(tagged("pages"),))

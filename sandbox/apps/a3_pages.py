@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS pages (
     template TEXT NOT NULL,
     response TEXT NOT NULL,  -- JSON sent to the caller, replayed on a retry
     trace_id TEXT NOT NULL,
-    published_at TEXT NOT NULL
+    published_at TEXT NOT NULL,
+    namespace TEXT  -- X-Namespace of the request (synthetic traffic), else NULL
 );
 """
 
@@ -80,16 +81,16 @@ def _replay(row: sqlite3.Row, request_hash: str) -> Response:
 
 
 def _publish(ctx: AppContext, key: str, request_hash: str, trace_id: str, learner: str, template: str,
-             title: str) -> dict[str, Any] | sqlite3.Row:
+             title: str, namespace: str | None = None) -> dict[str, Any] | sqlite3.Row:
     """Store the published page; the existing row when a concurrent request won the key."""
     page = {"page_id": f"pg_{secrets.token_hex(8)}", "status": "published", "learner_id": learner,
             "template": template, "title": title, "blocks": [{"type": "text", "text": t} for t in TEMPLATES[template]],
             "published_at": utc_now_iso()}
     try:
         ctx.db.execute("INSERT INTO pages (id, idempotency_key, request_hash, learner_id, template, response,"
-                       " trace_id, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       " trace_id, published_at, namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (page["page_id"], key, request_hash, learner, template, json.dumps(page), trace_id,
-                        page["published_at"]))
+                        page["published_at"], namespace))
     except sqlite3.IntegrityError:
         row = _stored(ctx, key)
         assert row is not None
@@ -116,7 +117,8 @@ async def build_page(request: Request) -> Response:
     tags = request_tags(request)
     emit_event(ctx, "page_build_requested", route=PAGES_ROUTE, status=202, trace_id=trace_id,
                idempotency_key=f"{key}:page_build_requested", tags=tags, learner_id=learner, template=template)
-    page = await run_in_threadpool(_publish, ctx, key, request_hash, trace_id, learner, template, title)
+    page = await run_in_threadpool(_publish, ctx, key, request_hash, trace_id, learner, template, title,
+                                   tags.get("namespace"))
     if isinstance(page, sqlite3.Row):
         return _replay(page, request_hash)
     emit_event(ctx, "page_published", route=PAGES_ROUTE, status=201, trace_id=trace_id,

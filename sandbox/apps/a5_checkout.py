@@ -48,6 +48,7 @@ from sandbox.apps import a5_ledger
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.events import emit_event, request_tags
 from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
+from sandbox.common.synthetic_cleanup import owned_by, tagged
 from sandbox.common.web import BadBody, json_error, utc_now_iso
 
 MAX_QUANTITY = 100
@@ -82,7 +83,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     status TEXT NOT NULL,
     trace_id TEXT NOT NULL,
     response TEXT NOT NULL,        -- the session as created (the 201 body)
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    namespace TEXT                 -- X-Namespace of the request (synthetic traffic), else NULL
 );
 """ + a5_ledger.SCHEMA
 
@@ -173,7 +175,7 @@ class Refused(Exception):
         self.outcome = outcome
 
 
-def _create(ctx: AppContext, key: str, trace_id: str, body: Any) -> dict[str, Any]:
+def _create(ctx: AppContext, key: str, trace_id: str, body: Any, namespace: str | None = None) -> dict[str, Any]:
     """Validate the body and store a pending session: the session, or :class:`Refused`."""
     try:
         price_id, quantity = _validate(body)
@@ -196,9 +198,9 @@ def _create(ctx: AppContext, key: str, trace_id: str, body: Any) -> dict[str, An
     }
     ctx.db.execute(
         "INSERT INTO sessions (id, idempotency_key, price_id, quantity, amount_total, currency, status, trace_id,"
-        " response, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        " response, created_at, namespace) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
         (session["id"], key, price_id, quantity, session["amount_total"], session["currency"], trace_id,
-         json.dumps(session), session["created"]),
+         json.dumps(session), session["created"], namespace),
     )
     return session
 
@@ -213,7 +215,7 @@ async def create_session(request: Request) -> Response:
         failed = await _adopt_stripe_price(ctx, body)
         if failed is not None:
             return failed
-        session = await run_in_threadpool(_create, ctx, key, trace_id, body)
+        session = await run_in_threadpool(_create, ctx, key, trace_id, body, request_tags(request).get("namespace"))
         emit_event(ctx, SESSION_CREATED, route=SESSIONS_ROUTE, status=201, trace_id=trace_id, idempotency_key=key,
                    tags=request_tags(request), session_id=session["id"], price_id=session["price_id"],
                    quantity=session["quantity"], amount_total=session["amount_total"], currency=session["currency"],
@@ -373,4 +375,10 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-DEFINITION = AppDefinition(app_id="A5", schema=SCHEMA, seed=seed, routes=routes, setup=setup)
+SESSIONS = tagged("sessions")
+#: A synthetic session goes with what its payment created: the ledger grant, then the completion.
+SYNTHETIC_TABLES = (owned_by("credit_ledger", "session_id", SESSIONS),
+                    owned_by("checkout_completions", "session_id", SESSIONS, key="session_id"), SESSIONS)
+
+DEFINITION = AppDefinition(app_id="A5", schema=SCHEMA, seed=seed, routes=routes, setup=setup,
+                           synthetic_tables=SYNTHETIC_TABLES)

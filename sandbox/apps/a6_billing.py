@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS usage_charges (
     total_cents INTEGER NOT NULL,
     trace_id TEXT NOT NULL,
     idempotency_key TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    namespace TEXT  -- X-Namespace of the request (synthetic traffic), else NULL
 );
 """
 
@@ -201,7 +202,8 @@ def _billing_form(body: Any) -> tuple[str, str | None, int, str]:
     return provider_id, listing_id, cost, currency.lower()
 
 
-def _bill(ctx: AppContext, body: Any, policy: dict[str, Any], trace_id: str, key: str | None) -> Outcome:
+def _bill(ctx: AppContext, body: Any, policy: dict[str, Any], trace_id: str, key: str | None,
+          namespace: str | None = None) -> Outcome:
     try:
         provider_id, listing_id, cost, currency = _billing_form(body)
     except ValueError as exc:
@@ -217,10 +219,10 @@ def _bill(ctx: AppContext, body: Any, policy: dict[str, Any], trace_id: str, key
     ctx.db.execute(
         "INSERT INTO usage_charges (id, provider_id, listing_id, currency, base_cost_cents, ai_markup_x,"
         " ai_charge_cents, ai_markup_cents, provider_fee_pct, provider_fee_cents, total_cents, trace_id,"
-        " idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " idempotency_key, created_at, namespace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (charge["charge_id"], provider_id, listing_id, currency, cost, lineage["ai_markup_x"],
          lineage["ai_charge_cents"], lineage["ai_markup_cents"], lineage["provider_fee_pct"],
-         lineage["provider_fee_cents"], lineage["total_cents"], trace_id, key, charge["created_at"]),
+         lineage["provider_fee_cents"], lineage["total_cents"], trace_id, key, charge["created_at"], namespace),
     )
     return Outcome(201, charge, headers={"Location": f"/api/billing/charges/{charge['charge_id']}"})
 
@@ -233,7 +235,8 @@ async def bill_usage(request: Request) -> Response:
 
     async def work(body: Any) -> Outcome:
         policy = portal_of(request).policy.snapshot()
-        outcome = await run_in_threadpool(_bill, ctx, body, policy, trace_id, key)
+        outcome = await run_in_threadpool(_bill, ctx, body, policy, trace_id, key,
+                                          request_tags(request).get("namespace"))
         if outcome.status == 201:
             lineage = outcome.body["lineage"]
             emit_event(ctx, BILLING_EVENT, route=BILLING_ROUTE, status=201, trace_id=trace_id,

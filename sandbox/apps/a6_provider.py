@@ -28,6 +28,7 @@ from sandbox.apps.a6_billing import SCHEMA as BILLING_SCHEMA
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.events import emit_event, request_tags
 from sandbox.common.idempotency import IdempotencyStore, Outcome
+from sandbox.common.synthetic_cleanup import owned_by, tagged
 from sandbox.common.web import json_error, utc_now_iso
 
 PROVIDERS_ROUTE = "/api/providers"
@@ -39,7 +40,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS providers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    namespace TEXT  -- X-Namespace of the request (synthetic traffic), else NULL
 );
 CREATE TABLE IF NOT EXISTS listings (
     id TEXT PRIMARY KEY,
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS listings (
     price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
     currency TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('draft', 'published', 'archived')),
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    namespace TEXT
 );
 """
 
@@ -107,15 +110,15 @@ def _only(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _register(ctx: AppContext, body: Any) -> Outcome:
+def _register(ctx: AppContext, body: Any, namespace: str | None = None) -> Outcome:
     try:
         name = _text(_only(body, {"name", "tags"}), "name", MAX_NAME)
     except ValueError as exc:
         return Outcome(422, {"error": str(exc)})
     provider = {"provider_id": f"prov_{secrets.token_hex(8)}", "name": name, "status": "active",
                 "created_at": utc_now_iso()}
-    ctx.db.execute("INSERT INTO providers (id, name, created_at) VALUES (?, ?, ?)",
-                   (provider["provider_id"], name, provider["created_at"]))
+    ctx.db.execute("INSERT INTO providers (id, name, created_at, namespace) VALUES (?, ?, ?, ?)",
+                   (provider["provider_id"], name, provider["created_at"], namespace))
     return Outcome(201, provider, headers={"Location": f"{PROVIDERS_ROUTE}/{provider['provider_id']}"})
 
 
@@ -135,7 +138,7 @@ def _listing_form(body: Any) -> tuple[str, str, int, str, str]:
     return provider_id, title, price, currency.lower(), status
 
 
-def _create_listing(ctx: AppContext, body: Any) -> Outcome:
+def _create_listing(ctx: AppContext, body: Any, namespace: str | None = None) -> Outcome:
     try:
         provider_id, title, price, currency, status = _listing_form(body)
     except ValueError as exc:
@@ -145,9 +148,9 @@ def _create_listing(ctx: AppContext, body: Any) -> Outcome:
     listing = {"listing_id": f"lst_{secrets.token_hex(8)}", "provider_id": provider_id, "title": title,
                "price_cents": price, "currency": currency, "status": status, "updated_at": utc_now_iso()}
     ctx.db.execute(
-        "INSERT INTO listings (id, provider_id, title, price_cents, currency, status, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (listing["listing_id"], provider_id, title, price, currency, status, listing["updated_at"]),
+        "INSERT INTO listings (id, provider_id, title, price_cents, currency, status, updated_at, namespace)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (listing["listing_id"], provider_id, title, price, currency, status, listing["updated_at"], namespace),
     )
     return Outcome(201, listing, headers={"Location": f"{LISTINGS_ROUTE}/{listing['listing_id']}"})
 
@@ -163,7 +166,7 @@ async def register_provider(request: Request) -> Response:
     key = request.headers.get("x-idempotency-key", "").strip() or None
 
     async def work(body: Any) -> Outcome:
-        outcome = await run_in_threadpool(_register, ctx, body)
+        outcome = await run_in_threadpool(_register, ctx, body, request_tags(request).get("namespace"))
         if outcome.status == 201:
             _emit(request, "provider_registered", PROVIDERS_ROUTE, key, outcome.body["provider_id"],
                   provider_id=outcome.body["provider_id"])
@@ -177,7 +180,7 @@ async def create_listing(request: Request) -> Response:
     key = request.headers.get("x-idempotency-key", "").strip() or None
 
     async def work(body: Any) -> Outcome:
-        outcome = await run_in_threadpool(_create_listing, ctx, body)
+        outcome = await run_in_threadpool(_create_listing, ctx, body, request_tags(request).get("namespace"))
         if outcome.status == 201 and outcome.body["status"] == "published":
             _emit(request, "provider_listing_published", LISTINGS_ROUTE, key, outcome.body["listing_id"],
                   provider_id=outcome.body["provider_id"], listing_id=outcome.body["listing_id"])
@@ -215,4 +218,10 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-DEFINITION = AppDefinition(app_id="A6", schema=SCHEMA + BILLING_SCHEMA, seed=seed, routes=routes, setup=setup)
+PROVIDERS = tagged("providers")
+#: A synthetic provider goes with its charges and listings; tagged charges and listings of others go alone.
+SYNTHETIC_TABLES = (owned_by("usage_charges", "provider_id", PROVIDERS, own_namespace=True),
+                    owned_by("listings", "provider_id", PROVIDERS, own_namespace=True), PROVIDERS)
+
+DEFINITION = AppDefinition(app_id="A6", schema=SCHEMA + BILLING_SCHEMA, seed=seed, routes=routes, setup=setup,
+                           synthetic_tables=SYNTHETIC_TABLES)

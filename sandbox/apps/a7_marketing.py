@@ -28,6 +28,7 @@ from sandbox.apps.a7_cta import cta_admin_routes, cta_routes, setup_cta
 from sandbox.apps.a7_lead_store import SCHEMA as LEAD_SCHEMA
 from sandbox.apps.a7_leads import lead_admin_routes, lead_routes, setup_leads
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
+from sandbox.common.synthetic_cleanup import owned_by, tagged_json
 
 SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 LANDING_PATH = "/get-started"
@@ -156,6 +157,8 @@ def setup(ctx: AppContext) -> None:
     setup_cta(ctx)
 
 
+LEADS = tagged_json("leads", "request_tags", "$.namespace")
+
 DEFINITION = AppDefinition(
     app_id="A7",
     schema=SCHEMA + LEAD_SCHEMA,
@@ -163,4 +166,6 @@ DEFINITION = AppDefinition(
     routes=routes,
     admin_routes=admin_routes,
     setup=setup,
+    # a lead keeps its capturing request's tags as JSON; its idempotency record goes with it
+    synthetic_tables=(owned_by("lead_requests", "lead_id", LEADS, key="lead_id"), LEADS),
 )

@@ -41,6 +41,7 @@ from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.emitter import Event
 from sandbox.common.idempotency import IdempotencyStore, Outcome, PurgedKeys, run_idempotent_purged
+from sandbox.common.synthetic_cleanup import tagged_json
 from sandbox.common.web import (
     BadBody,
     bearer_token,
@@ -245,4 +246,6 @@ DEFINITION = AppDefinition(
     admin_routes=admin_routes,
     setup=setup,
     make_sink=lambda ctx: StoreSink(ctx.services["store"]),
+    # events keep their producer's tags in the stored body; a banner keeps its request's tags
+    synthetic_tables=(tagged_json("events", "body", "$.tags.namespace"), tagged_json("banners", "tags", "$.namespace")),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute
@@ -24,6 +24,9 @@ from sandbox.common.knobs import Faults, Flags
 from sandbox.common.sqlite import Database
 from sandbox.common.workqueue import WorkQueue
 
+if TYPE_CHECKING:
+    from sandbox.common.synthetic_cleanup import SyntheticTable
+
 
 @dataclasses.dataclass(frozen=True)
 class AppDefinition:
@@ -34,7 +37,11 @@ class AppDefinition:
     idempotent; ``routes`` are the role's own routes (base page, health, ready and
     admin routes are added by the factory); ``ready_flag`` names a flag that must be ON
     for ``/ready`` to exist; ``setup`` runs before the emitter is built and may create
-    extra services; ``make_sink`` replaces the default HTTP telemetry sink.
+    extra services; ``make_sink`` replaces the default HTTP telemetry sink;
+    ``synthetic_tables`` are the tables that may hold rows of synthetic traffic, in
+    deletion order (dependents first), each saying how a row's namespace is known — the
+    shared ``/admin/synthetic`` cleanup API lists and deletes only those rows
+    (:mod:`sandbox.common.synthetic_cleanup`); an app that stores none declares nothing.
     """
 
     app_id: str
@@ -45,6 +52,7 @@ class AppDefinition:
     admin_routes: Callable[[], list[BaseRoute]] = list
     setup: Callable[[AppContext], None] | None = None
     make_sink: Callable[[AppContext], Sink | None] | None = None
+    synthetic_tables: tuple[SyntheticTable, ...] = ()
 
 
 @dataclasses.dataclass

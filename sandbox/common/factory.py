@@ -2,7 +2,8 @@
 
 Every app gets the same skeleton — SQLite file with the shared ``meta`` table, its own
 work queue file, fault knobs, flags, a seeded RNG, a telemetry emitter, the shared
-routes (``/``, ``/health``, ``/ready``, ``/admin/…``) and the middleware — so the role
+routes (``/``, ``/health``, ``/ready``, ``/admin/…`` including the synthetic-data
+cleanup API of :mod:`sandbox.common.synthetic_cleanup`) and the middleware — so the role
 modules hold only what is specific to their role. Route order matters: admin and probes
 first, then the role's routes, then the shared base page, so that a role may serve its
 own ``/`` and a role's catch-all route can never shadow a probe.
@@ -29,6 +30,7 @@ from sandbox.common.knobs import Faults, Flags
 from sandbox.common.middleware import SandboxMiddleware
 from sandbox.common.probes import base_page, health, ready
 from sandbox.common.sqlite import META_SCHEMA, Database
+from sandbox.common.synthetic_cleanup import migrate, synthetic_routes
 from sandbox.common.web import utc_now_iso
 from sandbox.common.workqueue import WorkQueue
 
@@ -46,6 +48,7 @@ def build_context(config: AppConfig, definition: AppDefinition) -> AppContext:
     """Open the app's files, seed them, and assemble the live parts."""
     rng = random.Random(f"{config.seed}:{config.app_id}")
     db = Database(config.db_path("main"), META_SCHEMA + definition.schema)
+    migrate(db, definition.synthetic_tables)  # older state files: add the namespace columns
     db.seed("meta", ("key", "value"), [("app_id", config.app_id), ("created_at", utc_now_iso())])
     ctx = AppContext(
         config=config,
@@ -76,6 +79,7 @@ def build_app(config: AppConfig, definition: AppDefinition) -> Starlette:
     ctx = build_context(config, definition)
     routes: list[BaseRoute] = [
         *admin_routes(),
+        *synthetic_routes(),
         *definition.admin_routes(),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),

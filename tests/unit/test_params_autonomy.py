@@ -69,6 +69,8 @@ def test_staging_example_holds_no_sandbox_approval() -> None:
     (lambda d: d["learning"].update(simulate_visits=50_001), "learning.simulate_visits: Input should be less "
                                                              "than or equal to 50000"),
     (lambda d: d["learning"].update(cta_app="A10"), "learning.cta_app: unknown app 'A10'"),
+    (lambda d: d["monitoring"]["capacity"].update(queue_probes=[{"app": "A9", "path": "/q", "field": "depth"}]),
+     "monitoring.capacity.queue_probes[0].app: unknown app 'A9'"),
     (lambda d: d["learning"].update(apply_policy="always"), "learning.apply_policy: Input should be 'never' or "
                                                             "'if_approved'"),
 ])

@@ -222,7 +222,10 @@ def _random_checks(rng: random.Random) -> list[Check]:
                    "funnels.b2b.signup_rate", "hardening.A5.checkout_sessions.replay", "monetization.ledger.credited",
                    "demo_mode.after", "demo_mode.rollback", "telemetry.acceptance.burn_in", "banners.after",
                    "banners.rollback",
-                   "learning.breaker", "resiliency.A3.recovery", "security.secrets.scan", "ops.ports",
+                   "learning.retry.exponential", "learning.retry.jitter", "resiliency.time_to_open",
+                   "resiliency.time_to_recover", "resiliency.transitions", "resiliency.auto_heal",
+                   "resiliency.rollback", "security.secrets.scan", "ops.ports.A1", "ops.cost.A1.rss",
+                   "ops.monitoring.noise_silenced",
                    "cleanup.dry_run", "gate.gate1"])
     tags = [c.key for c in RUBRIC.categories]
     healthy = rng.random() < 0.5  # half the sets: every family present and nearly all passing
