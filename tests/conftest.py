@@ -31,6 +31,7 @@ def write_test_params(folder: Path, *, port_base: int = TEST_PORT_BASE,
         app["base_url"] = f"http://127.0.0.1:{port_base + i}"
     data["sandbox"]["state_dir"] = str(folder / "sandbox-state")
     data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
+    data["security"] = {**data.get("security", {}), "scan_paths": [str(ROOT / "sandbox"), str(ROOT / "lib")]}
     if edit is not None:
         edit(data)
     for key, value in overrides.items():

@@ -43,6 +43,8 @@ from readiness.approvals import require_approval
 from readiness.check import Check, Status
 from readiness.client import ClientLimits, GuardedClient, Sample, SyntheticPolicy
 from readiness.params import App, Params
+from readiness.phase import Phase
+from readiness.report import checks_frame
 from readiness.runfolder import RunFolder
 from readiness.sandbox_control import admin_headers
 from readiness.verdict import value_check
@@ -338,3 +340,14 @@ def cleanup_checks(dry: CleanupReport, real: CleanupReport) -> list[Check]:
     if real.refused is not None:
         checks[1:3] = [c.with_status(Status.BLOCKED, real.refused) for c in checks[1:3]]
     return checks
+
+
+def clean_up(phase: Phase) -> pd.DataFrame:
+    """The phase's last data-touching step: a dry run, then the real run, of the namespace the
+    params tag synthetic traffic with; records the ``cleanup.*`` checks."""
+    namespace = phase.params.synthetic.tags.get("namespace", "")
+    dry = run_cleanup(phase.params, namespace=namespace, dry_run=True, run=phase.run)
+    real = run_cleanup(phase.params, namespace=namespace, dry_run=False, run=phase.run)
+    checks = cleanup_checks(dry, real)
+    phase.record(checks)
+    return checks_frame(checks)

@@ -302,3 +302,23 @@ def test_the_run_is_attested_signed_and_verifies(run_dir) -> None:
     result = verify_run(run_dir)
     assert result.ok and result.signature_ok, result.problems
     assert result.files_checked == len(manifest["files"])
+
+
+def test_security_and_ops_record_their_verdicts_and_clean_up(run_dir, checks) -> None:
+    for rel in ("evidence/secret_scan.json", "evidence/security_headers.json", "evidence/security_cors.json",
+                "evidence/security_admin.json", "reports/port_bindings_report_after.md", "evidence/cost_snapshot.json",
+                "reports/monitoring_rule_changes.md", "reports/updated_cleanup_log.txt"):
+        assert (run_dir / rel).is_file(), rel
+    assert checks["security.secrets.scan"].status is Status.PASS, checks["security.secrets.scan"].detail
+    for app in (f"A{i}" for i in range(1, 9)):
+        assert checks[f"security.cors.{app}"].status is Status.PASS
+        assert checks[f"security.admin.{app}"].status is Status.PASS
+        assert checks[f"security.tls.{app}"].status is Status.SKIPPED  # the sandbox speaks http
+        headers = checks[f"security.headers.{app}"]  # the sandbox sends no security headers: an honest F
+        assert headers.status is Status.FAIL and headers.observed < 70
+        assert checks[f"ops.ports.{app}"].status is Status.PASS
+    for cid in ("ops.monitoring.noise_silenced", "ops.monitoring.incident_detected", "cleanup.dry_run.listed",
+                "cleanup.real.remaining", "cleanup.real.covers_plan", "cleanup.log"):
+        assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
+    assert checks["cleanup.real.covers_plan"].observed > 0  # the run's synthetic data was found and deleted
+    assert not [cid for cid, c in checks.items() if cid.startswith("ops.cost.") and c.status is Status.FAIL]
