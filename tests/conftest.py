@@ -7,6 +7,7 @@ sandbox a developer left running for `make lab` (181xx).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,27 @@ def params_factory() -> Callable[..., Path]:
 def start_sandbox() -> Callable[[Path], contextlib.AbstractContextManager[Any]]:
     """``sandbox_running`` for test modules that run a sandbox of their own."""
     return sandbox_running
+
+
+@pytest.fixture(scope="session")
+def sandbox_params_data() -> dict[str, Any]:
+    """``params/sandbox.yaml`` parsed, not validated: tests change a copy and validate it."""
+    return yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def params_errors(sandbox_params_data: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]], object]], list[str]]:
+    """``params_errors(change)``: the validation errors of the sandbox params after ``change``
+    (which edits a copy in place); fails the test when the changed params are valid."""
+    from readiness.params import ParamsError, parse_params
+
+    def errors(change: Callable[[dict[str, Any]], object]) -> list[str]:
+        data = copy.deepcopy(sandbox_params_data)
+        change(data)
+        with pytest.raises(ParamsError) as info:
+            parse_params(data, "test.yaml", {})
+        return info.value.errors
+    return errors
 
 
 @pytest.fixture(scope="session")

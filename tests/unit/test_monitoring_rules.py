@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from readiness.monitoring_rules import detected, evaluate, matches, replay_rules, split_alerts
-from readiness.params import ParamsError, load_params, parse_params
+from readiness.params import load_params
 from readiness.params_ops import AlertRule, Monitoring
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,19 +110,6 @@ def test_filters_match_nested_fields_and_skip_other_events() -> None:
     assert replay_rules([rule()], events, END)[0].matched == 1
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return yaml.safe_load(SANDBOX.read_text())
-
-
-def errors_after(base: dict, change: Callable[[dict], object]) -> list[str]:
-    data = copy.deepcopy(base)
-    change(data)
-    with pytest.raises(ParamsError) as info:
-        parse_params(data, "test.yaml", {})
-    return info.value.errors
-
-
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d["monitoring"]["after"][0].update(threshold=2.5),
      "monitoring.after[0]: threshold: a count threshold is a number of events (a whole number >= 1), got 2.5"),
@@ -151,5 +136,5 @@ def errors_after(base: dict, change: Callable[[dict], object]) -> list[str]:
     (lambda d: d["monitoring"]["traffic"].update(incident_concurrency=21),
      "monitoring.traffic.incident_concurrency: Input should be less than or equal to 20"),
 ])
-def test_bad_monitoring_params_name_the_field(base: dict, change: Callable[[dict], object], message: str) -> None:
-    assert errors_after(base, change) == [message]
+def test_bad_monitoring_params_name_the_field(params_errors: Callable[[Callable[[dict], object]], list[str]], change: Callable[[dict], object], message: str) -> None:
+    assert params_errors(change) == [message]

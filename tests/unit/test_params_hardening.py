@@ -7,26 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from readiness.hardening import plan, render
-from readiness.params import ParamsError, load_params, parse_params
+from readiness.params import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"
-
-
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return yaml.safe_load(SANDBOX.read_text())
-
-
-def errors_after(base: dict, change: Callable[[dict], object]) -> list[str]:
-    data = copy.deepcopy(base)
-    change(data)
-    with pytest.raises(ParamsError) as info:
-        parse_params(data, "test.yaml", {})
-    return info.value.errors
 
 
 def test_sandbox_defaults_cover_every_mutating_route() -> None:
@@ -51,19 +37,19 @@ def test_staging_example_has_both_sections() -> None:
     ("effect_event", "", "hardening.routes[0].effect_event: String should have at least 1 character"),
     ("surprise", 1, "hardening.routes[0].surprise: unknown key"),
 ])
-def test_bad_route_fields(base: dict, field: str, value: object, message: str) -> None:
-    assert errors_after(base, lambda d: d["hardening"]["routes"][0].update({field: value})) == [message]
+def test_bad_route_fields(params_errors: Callable[[Callable[[dict], object]], list[str]], field: str, value: object, message: str) -> None:
+    assert params_errors(lambda d: d["hardening"]["routes"][0].update({field: value})) == [message]
 
 
-def test_route_needs_a_body_and_a_different_alt_body(base: dict) -> None:
-    assert errors_after(base, lambda d: d["hardening"]["routes"][0].pop("body")) == [
+def test_route_needs_a_body_and_a_different_alt_body(params_errors: Callable[[Callable[[dict], object]], list[str]]) -> None:
+    assert params_errors(lambda d: d["hardening"]["routes"][0].pop("body")) == [
         "hardening.routes[0].body: required field is missing"]
-    same = errors_after(base, lambda d: d["hardening"]["routes"][0].update(alt_body=d["hardening"]["routes"][0]["body"]))
+    same = params_errors(lambda d: d["hardening"]["routes"][0].update(alt_body=d["hardening"]["routes"][0]["body"]))
     assert same == ["hardening.routes[0]: alt_body must differ from body (it is the 'different payload' of the same key)"]
 
 
-def test_duplicate_route_labels(base: dict) -> None:
-    errors = errors_after(base, lambda d: d["hardening"]["routes"].append(dict(d["hardening"]["routes"][0])))
+def test_duplicate_route_labels(params_errors: Callable[[Callable[[dict], object]], list[str]]) -> None:
+    errors = params_errors(lambda d: d["hardening"]["routes"].append(dict(d["hardening"]["routes"][0])))
     assert errors == ["hardening.routes: duplicate route labels ['A5.checkout_sessions']; give each a distinct name"]
 
 
@@ -80,12 +66,12 @@ def test_duplicate_route_labels(base: dict) -> None:
     ("b2b", "currency", "USD", "b2b.currency: String should match pattern '^[a-z]{3}$'"),
     ("b2b", "landing_path", "x", "b2b.landing_path: path must start with '/', got 'x'"),
 ])
-def test_bad_section_values(base: dict, section: str, field: str, value: object, message: str) -> None:
-    assert errors_after(base, lambda d: d[section].update({field: value})) == [message]
+def test_bad_section_values(params_errors: Callable[[Callable[[dict], object]], list[str]], section: str, field: str, value: object, message: str) -> None:
+    assert params_errors(lambda d: d[section].update({field: value})) == [message]
 
 
-def test_plan_pairs_each_route_with_its_identity_and_another(base: dict) -> None:
-    params = parse_params(copy.deepcopy(base), "test.yaml", {})
+def test_plan_pairs_each_route_with_its_identity_and_another(sandbox_params_data: dict) -> None:
+    params = parse_params(copy.deepcopy(sandbox_params_data), "test.yaml", {})
     targets = plan(params)
     assert len(targets) == len(params.hardening.routes)
     ids = params.synthetic.identities
