@@ -3,7 +3,8 @@
 
 Exit codes: 0 success; 1 the run failed or ``--fail-on`` was met (``verify``: a hash or the
 signature does not match); 2 bad input (params, phase names, no such run folder), with
-nothing written; 130 interrupted.
+nothing written; 3 the run is paused at a human approval gate (``run --resume RUN_DIR``
+continues it once the params hold the approval); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="readiness", description="Readiness audit suite for a fleet of web services.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the audit phases into a new run folder")
-    run.add_argument("--params", default=default_params(), help="params YAML (default: the bundled sandbox)")
+    run = sub.add_parser("run", help="run the audit phases into a new run folder (or continue a paused one)")
+    run.add_argument("--params", help="params YAML (default: the bundled sandbox; on --resume: the run's own)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run paused at a gate, in its own folder")
     run.add_argument("--phases", help="comma-separated phases, by name or number (e.g. 00,01,11)")
     run.add_argument("--fail-on", choices=("red", "yellow"), help="exit 1 when the grade is this bad or worse")
     run.add_argument("--out", help="outputs folder (default: outputs/ in the project)")
@@ -219,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         phases = [p.strip() for p in args.phases.split(",") if p.strip()] if args.phases else None
         try:
-            outcome = run_suite(Path(args.params), phases=phases, outputs=args.out, fail_on=args.fail_on)
+            params = Path(args.params) if args.params else None if args.resume else Path(default_params())
+            outcome = run_suite(params, phases=phases, outputs=args.out, fail_on=args.fail_on, resume=args.resume)
         except RunnerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -20,6 +21,7 @@ from readiness.check import Check, Status
 from readiness.history import SAMPLES_FILE, load_samples, p95_history
 from readiness.latency import PROFILE, WARMUP, critical_routes, good_latencies
 from readiness.latency_stats import ecdf, histogram, percentile_summary, quantile_difference
+from readiness.params import Params
 from readiness.phase import Phase
 from readiness.report import checks_table, header
 from readiness.runfolder import latest_complete_run
@@ -92,6 +94,35 @@ def _warm(frame: pd.DataFrame, app: str, endpoint: str, label: str = PROFILE) ->
     return good_latencies(frame[sel])
 
 
+def slo_snapshot(params: Params, run_root: Path, latency_phase: str = "02_latency_profile",
+                 ) -> tuple[Path | None, pd.DataFrame | None, dict[str, Any]]:
+    """The baseline: the latest complete earlier run of this ecosystem whose latency phase ran.
+
+    Returns its folder, its warm samples and the snapshot of its SLO metrics per critical
+    endpoint (P50/P95/P99, n, failures) — what ``baseline_slo_snapshot.json`` holds, both
+    in the latency phase and in the Gate 1 bundle, which is written before that phase runs.
+    """
+    conf = params.thresholds.confidence
+    baseline_dir = latest_complete_run(run_root.parent, exclude=run_root, ecosystem=params.ecosystem,
+                                       phase_ok=latency_phase)
+    before = None
+    if baseline_dir is not None and (baseline_dir / SAMPLES_FILE).is_file():
+        before = load_samples(baseline_dir, label=PROFILE)
+    snapshot: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                "baseline_run": baseline_dir.name if before is not None else None,
+                                "endpoints": []}
+    if before is None or baseline_dir is None:
+        snapshot["reason"] = "no complete earlier run of this ecosystem with a latency profile"
+        return None, None, snapshot
+    for app in params.apps:
+        for route in app.critical_routes:
+            prior = _warm(before, app.id, route.name)
+            summary = {f"p{round(pr.q * 100)}_ms": _finite(pr.estimate) for pr in percentile_summary(prior, QS, conf)}
+            snapshot["endpoints"].append({"app": app.id, "endpoint": route.name, "n": len(prior),
+                                          "failed_or_unanswered": int((prior == math.inf).sum()), **summary})
+    return baseline_dir, before, snapshot
+
+
 def baseline_comparison(phase: Phase) -> pd.DataFrame:
     """This run against the latest complete earlier run (and flags OFF against ON on the sandbox).
 
@@ -102,26 +133,14 @@ def baseline_comparison(phase: Phase) -> pd.DataFrame:
     p = phase.params
     conf = p.thresholds.confidence
     now = load_samples(phase.run.root)
-    baseline_dir = latest_complete_run(phase.run.root.parent, exclude=phase.run.root, ecosystem=p.ecosystem,
-                                       phase_ok=phase.name)
-    before = None
-    if baseline_dir is not None and (baseline_dir / SAMPLES_FILE).is_file():
-        before = load_samples(baseline_dir, label=PROFILE)
+    baseline_dir, before, snapshot = slo_snapshot(p, phase.run.root, phase.name)
     rows: list[dict] = []
     checks: list[Check] = []
-    snapshot: dict[str, Any] = {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                "baseline_run": baseline_dir.name if before is not None else None,
-                                "endpoints": []}
-    if before is None:
-        snapshot["reason"] = "no complete earlier run of this ecosystem with a latency profile"
     for app, route in critical_routes(phase):
         after = _warm(now, app.id, route.name)
         prior = _warm(before, app.id, route.name) if before is not None else []
-        if before is not None:
+        if before is not None and baseline_dir is not None:
             rows += _diff_rows(f"baseline {baseline_dir.name}", app.id, route.name, prior, after, conf)
-            summary = {f"p{round(pr.q * 100)}_ms": _finite(pr.estimate) for pr in percentile_summary(prior, QS, conf)}
-            snapshot["endpoints"].append({"app": app.id, "endpoint": route.name, "n": len(prior),
-                                          "failed_or_unanswered": int((prior == math.inf).sum()), **summary})
         checks.append(regression_check(
             id=f"latency.regression.{app.id}.{route.name}", phase=phase.name, app=app.id,
             title=f"{app.id} {route.name} P95 has not regressed > {p.thresholds.regression_max_pct:g}% "

@@ -317,7 +317,8 @@ def _checks(phase: Phase, before: list[RuleReplay], after: list[RuleReplay], inc
                     "no incident in the window (none driven, none labelled in monitoring.incidents)", **common)]
 
 
-def _rule_diff(before: Sequence[AlertRule], after: Sequence[AlertRule]) -> str:
+def rule_diff(before: Sequence[AlertRule], after: Sequence[AlertRule]) -> str:
+    """Every field of every rule, before and after tuning, as a Markdown table (the change under review)."""
     fields = ("event_type", "filter", "aggregation", "threshold", "window_s", "duration_s", "dedupe_s", "severity")
     b, a = {r.id: r for r in before}, {r.id: r for r in after}
     rows = []
@@ -388,7 +389,7 @@ def replay(phase: Phase) -> Markdown:
         f"Replayed over the telemetry recorded from {iso(since)} to {iso(until)}; "
         f"incidents labelled by: {labels}. A rule fires once its condition has held for its duration; "
         "every matching event while it fires is a further notification unless within the rule's dedupe window.",
-        "", "## Rule changes (before → after)", "", _rule_diff(m.before, m.after),
+        "", "## Rule changes (before → after)", "", rule_diff(m.before, m.after),
         "", "## Alerts that would have fired", "",
         md_table(["version", "rule", "matching events", "episodes", "alerts", "on noise", "on incidents",
                   "suppressed by dedupe"], _alert_rows("before", before, incidents) + _alert_rows("after", after,

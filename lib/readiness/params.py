@@ -34,6 +34,7 @@ from readiness.params_sections import (
     Gate,
     HttpLimits,
     Latency,
+    Release,
     Sandbox,
     Secrets,
     Security,
@@ -102,6 +103,7 @@ class Params(StrictModel):
     security: Security = Field(default_factory=Security)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     attestation: Attestation = Field(default_factory=Attestation)
+    release: Release = Field(default_factory=Release)
     telemetry_app: str = "A8"
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
     rubric_file: str = "rubric.yaml"  # relative to the params file's folder

@@ -21,6 +21,8 @@ RESTRICTED_ACTIONS = (
     "secret_rotation",
     "stripe_live_charge",
     "bandit_policy_change",
+    "gate_1_staging_mutation",  # the run may go past Gate 1: phases that change staging (SPEC §4 gates)
+    "gate_2_production_action",  # the run may go past Gate 2: phases that act on production
 )
 
 
@@ -152,6 +154,26 @@ class Approval(StrictModel):
     max_vus: int | None = Field(default=None, gt=0)
     cycles: int | None = Field(default=None, gt=0)  # e.g. fault-injection cycles the approval allows
     expires: dt.date | None = None
+
+
+class PrLink(StrictModel):
+    """A change under review that the Gate 1 approval covers (a pull request or a patch)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    url: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith(("https://", "http://")) or v.startswith(("patches/", "./", "../"))):
+            raise ValueError("must be an http(s) URL or a relative patch path (patches/…, ./…, ../…)")
+        return v
+
+
+class Release(StrictModel):
+    """What the human approval gates bundle: the changes the Gate 1 approval is asked for."""
+
+    pr_links: list[PrLink] = Field(default_factory=list, max_length=100)
 
 
 class Smoke(StrictModel):

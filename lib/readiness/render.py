@@ -32,7 +32,7 @@ from traitlets.config import Config
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 NOTEBOOK_TEMPLATE = "offline"
 INDEX_TEMPLATE = "run_index.html.j2"
-PHASE_STATUSES = ("OK", "ERROR", "BLOCKED", "STOPPED", "SKIPPED")
+PHASE_STATUSES = ("OK", "ERROR", "BLOCKED", "STOPPED", "SKIPPED", "WAITING")  # WAITING: behind a gate
 GRADES = ("Green", "Yellow", "Red")
 CHECK_STATUS_ORDER = ("PASS", "FAIL", "INCONCLUSIVE", "SKIPPED", "STOPPED", "BLOCKED", "ERROR")
 ARTIFACT_FOLDERS = ("reports", "evidence", "charts")
@@ -295,6 +295,21 @@ def _approvals(root: Path) -> list[dict[str, str]]:
     return rows
 
 
+def _gates(root: Path) -> list[dict[str, str]]:
+    """The human approval gates of run.json, each with its file (linked when present)."""
+    try:
+        gates = json.loads((root / "run.json").read_text()).get("gates") or {}
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for n, g in sorted(gates.items()):
+        link = _link(root, str(g.get("file") or ""))
+        rows.append({"gate": f"Gate {n}", "status": str(g.get("status", "")).upper(),
+                     "before": str(g.get("before_phase") or "—"), "reason": str(g.get("reason") or ""),
+                     "href": link["href"] if link else "", "path": link["path"] if link else ""})
+    return rows
+
+
 def render_index(run: RunWriter, *, title: str, phases: Sequence[Mapping[str, Any]],
                  score: Mapping[str, Any] | None, profile_note: str,
                  checks_summary: Mapping[str, Mapping[str, int]]) -> str:
@@ -310,6 +325,7 @@ def render_index(run: RunWriter, *, title: str, phases: Sequence[Mapping[str, An
         phases=_phase_rows(root, phases, checks_summary), totals=_totals(checks_summary),
         records=_records(root),
         approvals=_approvals(root),
+        gates=_gates(root),
         artifacts=_artifacts(root),
     )
     found = network_references(html)

@@ -38,7 +38,7 @@ INCOMPLETE_SCORE = "readiness_score.incomplete.json"
 # serialising (see write_frame), and a secret still found in the bytes is an error, not a patch
 BINARY_SUFFIXES = (".parquet", ".gz", ".zip", ".png", ".jpg", ".jpeg", ".pdf")
 _PRODUCERS = ".producers.jsonl"
-STATUSES = ("running", "complete", "interrupted", "failed")
+STATUSES = ("running", "complete", "interrupted", "failed", "paused")  # paused: waiting at a human approval gate
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 ALWAYS_SECRET = ("SANDBOX_ADMIN_TOKEN",)  # the sandbox's admin token is a secret too

@@ -5,10 +5,17 @@ the CLI would cost seconds per notebook). A failing notebook does not end the ru
 kept as evidence, its phase is ERROR, phases that depend on it are BLOCKED, and the run
 goes on to render and score what it has. Ctrl-C or SIGTERM ends the run as
 ``interrupted``; a complete run is the only kind that keeps ``readiness_score.json``.
+
+Human approval gates (:mod:`readiness.gates`) sit before the first phase that changes
+staging (Gate 1) or acts on production (Gate 2). Without the approval in the params the
+run stops there with status ``paused`` (rendered, signed, exit code 3) and the gate file
+says what waits; ``run_suite(resume=RUN_DIR)`` continues the same folder once the params
+hold it — only the approvals may differ, any other change is refused.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -20,18 +27,20 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
+from readiness import gates
 from readiness.attestation import AttestationError, sign_run, signing_key, write_attestation
 from readiness.check import Check, CheckFileError, Status, summarize
 from readiness.params import PHASES, Params, load_params
 from readiness.phase import default_outputs_dir, project_root
 from readiness.render import render_index, render_notebook
 from readiness.rubric import load_rubric
-from readiness.runfolder import PENDING_SCORE, SCORE_FILE, RunFolder, RunFolderError
+from readiness.runfolder import PARAMS_SNAPSHOT, PENDING_SCORE, SCORE_FILE, RunFolder, RunFolderError, run_status
 from readiness.sandbox_control import ensure_sandbox, reset_sandbox, stop_sandbox
 
 SCORE_PHASE = "11_readiness_score"
 GATE_PHASE = "00_inventory"
 GATE_CHECK = "inventory.gate.go"
+PAUSED_EXIT = 3  # the run waits at a human approval gate (readiness run --resume RUN_DIR continues it)
 
 
 class RunnerError(Exception):
@@ -49,7 +58,7 @@ class RunFailed(Exception):
 @dataclass
 class PhaseResult:
     phase: str
-    status: str  # OK | ERROR | BLOCKED | STOPPED
+    status: str  # OK | ERROR | BLOCKED | STOPPED | WAITING (behind a human approval gate)
     elapsed_s: float
     notebook: str | None = None
     html: str | None = None
@@ -222,11 +231,18 @@ def _index(run: RunFolder, params: Params, results: list[PhaseResult], score: di
                  checks_summary=per_phase)
 
 
-def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, outputs: str | Path | None = None,
-              fail_on: str | None = None, echo: Callable[[str], None] = print) -> RunOutcome:
-    """Validate, create the run folder, run the phases, render, finalize. See module doc."""
-    if fail_on not in (None, "red", "yellow"):
-        raise RunnerError(f"--fail-on must be red or yellow, got {fail_on!r}")
+def _core_digest(params: Params) -> str:
+    """Digest of the params without their approvals: what must not change across a resume."""
+    import hashlib
+
+    data = params.model_dump(mode="json")
+    data.pop("approvals", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _start(params_file: str | Path, phases: Sequence[str] | None, outputs: str | Path | None,
+           ) -> tuple[RunFolder, Path, Params, list[str], list[PhaseResult]]:
+    """A new run: params and rubric validated, the run folder created (nothing written before)."""
     params_path = Path(params_file).resolve()
     params = load_params(params_path)  # ParamsError before anything is written
     load_rubric(params.rubric_path(params_path))  # RubricError before anything is written, too
@@ -234,19 +250,83 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
         signing_key(params)  # a bad attestation key is bad input: refused before anything is written
     except AttestationError as exc:
         raise RunnerError(str(exc)) from None
-    available = discover()
-    chosen = select_phases(available, phases or params.phases)
+    chosen = select_phases(discover(), phases or params.phases)
     run = RunFolder.create(outputs or default_outputs_dir(), params, params_path)
+    run.update_info(phases_selected=chosen, params_core_digest=_core_digest(params))
+    return run, params_path, params, chosen, []
+
+
+def _resume(run_dir: str | Path, params_file: str | Path | None,
+            ) -> tuple[RunFolder, Path, Params, list[str], list[PhaseResult]]:
+    """A paused run continued: same folder, same phases; only the approvals may have changed."""
+    root = Path(run_dir).resolve()
+    try:
+        run = RunFolder.open(root, producer="runner")
+    except RunFolderError as exc:
+        raise RunnerError(str(exc)) from None
+    status = run_status(root)
+    if status != "paused":
+        raise RunnerError(f"{root} is {status}, not paused at a gate: only a paused run can be resumed")
+    info = run.info()
+    params_path = Path(params_file or info["params_file"]).resolve()
+    params = load_params(params_path)
+    load_rubric(params.rubric_path(params_path))
+    try:
+        signing_key(params)
+    except AttestationError as exc:
+        raise RunnerError(str(exc)) from None
+    if _core_digest(params) != info.get("params_core_digest"):
+        raise RunnerError(f"the params in {params_path} changed beyond their approvals since the run paused; "
+                          "a resumed run must be judged by the params it started with: start a new run instead")
+    available = discover()
+    chosen = list(info.get("phases_selected") or [])
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise RunnerError(f"cannot resume: the notebooks of {', '.join(missing)} are gone from {notebooks_dir()}")
+    done = [PhaseResult(phase=p, **{k: v for k, v in (info.get("phases") or {}).get(p, {}).items()
+                                    if k in PhaseResult.__dataclass_fields__})
+            for p in chosen if (info.get("phases") or {}).get(p, {}).get("status") not in (None, "WAITING")]
+    resumes = list(info.get("resumes") or []) + [{"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                                  "params_digest": params.digest(), "pid": os.getpid()}]
+    run.write_json(PARAMS_SNAPSHOT, params.model_dump(mode="json"), producer="runner")
+    run.update_info(status="running", pid=os.getpid(), finished_at=None, params_digest=params.digest(),
+                    params_file=str(params_path), resumes=resumes)
+    return run, params_path, params, chosen, done
+
+
+def _blocked_after(run: RunFolder, done: Sequence[PhaseResult]) -> str | None:
+    """On a resume: why later phases are blocked, from the Phase 0 gate that already ran."""
+    gate = next((r for r in done if r.phase == GATE_PHASE), None)
+    if gate is None or gate.status not in ("OK", "ERROR"):
+        return None
+    return f"{GATE_PHASE} failed: {gate.error}" if gate.status == "ERROR" else _gate_failure(run)
+
+
+def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | None = None,
+              outputs: str | Path | None = None, fail_on: str | None = None, echo: Callable[[str], None] = print,
+              resume: str | Path | None = None) -> RunOutcome:
+    """Validate, create (or resume) the run folder, run the phases, render, finalize. See module doc."""
+    if fail_on not in (None, "red", "yellow"):
+        raise RunnerError(f"--fail-on must be red or yellow, got {fail_on!r}")
+    if resume is None and params_file is None:
+        raise RunnerError("give the params file (--params), or a paused run to continue (--resume RUN_DIR)")
+    if resume is not None and phases:
+        raise RunnerError("--phases cannot change on a resume: the run continues the phases it started with")
+    available = discover()
+    if resume is not None:
+        run, params_path, params, chosen, results = _resume(resume, params_file)
+    else:
+        run, params_path, params, chosen, results = _start(params_file, phases, outputs)  # type: ignore[arg-type]
 
     def say(line: str) -> None:  # console output is redacted like files
         echo(run.redactor.redact_text(line))
 
-    say(f"run folder: {run.root}")
+    say(f"run folder: {run.root}" + (f" (resumed; {len(results)} phases already done)" if resume else ""))
     say(params.profile_note)
     previous = signal.signal(signal.SIGTERM, _sigterm)
-    results: list[PhaseResult] = []
     started_sandbox = False
     status = "failed"
+    waiting_at: str | None = None
     t_run = time.monotonic()
     try:
         if params.target == "sandbox":
@@ -256,23 +336,37 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
                                                             "faults": "cleared at run start"}, producer="runner")
             say(f"sandbox {'started' if started_sandbox else 'already running, reset to its params'} "
                  f"({time.monotonic() - t0:.1f} s)")
-        blocked_reason: str | None = None
-        if GATE_PHASE not in chosen:
+        blocked_reason: str | None = _blocked_after(run, results)
+        if GATE_PHASE not in chosen and not resume:
             say(f"note: {GATE_PHASE} is not selected, so the Phase 0 gate is not evaluated in this run")
             run.record_checks("run", [Check(id="run.gate", phase="run", title="Phase 0 gate evaluated in this run",
                                             status=Status.INCONCLUSIVE, severity="P1", tags=("release_engineering",),
                                             detail=f"{GATE_PHASE} was not among the selected phases")])
+        done = {r.phase for r in results}
         for i, phase in enumerate(chosen, 1):
+            if phase in done:
+                continue
             t0 = time.monotonic()
-            say(f"[{i}/{len(chosen)}] {phase} …")
             stopped = _stop_condition(run)
+            gate = gates.gate_for(params, phase)
             if stopped and phase != SCORE_PHASE:
                 _blocked(run, phase, stopped, Status.STOPPED)
                 result = PhaseResult(phase, "STOPPED", 0.0, error=stopped)
             elif blocked_reason and phase != SCORE_PHASE:
                 _blocked(run, phase, blocked_reason, Status.BLOCKED)
                 result = PhaseResult(phase, "BLOCKED", 0.0, error=blocked_reason)
+            elif gate and not (opened := gates.pass_gate(
+                    run, params, gate, phase, waiting=chosen[i - 1:], so_far=run.info().get("phases") or {}
+                    )).granted:
+                waiting_at = opened.file
+                for later in chosen[i - 1:]:
+                    run.set_phase(later, status="WAITING", elapsed_s=0.0, error=f"waits for Gate {gate}")
+                    results.append(PhaseResult(later, "WAITING", 0.0, error=f"waits for Gate {gate} approval"))
+                say(f"paused at Gate {gate} before {phase}: {opened.reason}")
+                say(f"what waits and how to continue: {run.path(opened.file)}")
+                break
             else:
+                say(f"[{i}/{len(chosen)}] {phase} …")
                 error = _execute(run, phase, available[phase], params_path)
                 result = PhaseResult(phase, "ERROR" if error else "OK", 0.0, notebook=f"notebooks/{phase}.ipynb",
                                      error=error)
@@ -291,7 +385,9 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
             results.append(result)
             say(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
                  + (f" — {result.error}" if result.error else ""))
-        status = "complete"
+        status = "paused" if waiting_at else "complete"
+        if status == "complete" and "2" not in (run.info().get("gates") or {}):
+            gates.handover_gate_2(run, params, run.info().get("phases") or {})
     except KeyboardInterrupt:
         status = "interrupted"
         say("interrupted: the run folder is kept with status interrupted")
@@ -319,10 +415,11 @@ def run_suite(params_file: str | Path, *, phases: Sequence[str] | None = None, o
                 say(f"run not signed: {exc}")
     score = _score(run) if status == "complete" else None
     grade = score.get("grade") if score else None
+    codes = {"interrupted": 130, "paused": PAUSED_EXIT}
     outcome = RunOutcome(run.root, status, grade, score.get("overall_score") if score else None,
-                         _exit_code(fail_on, grade) if status == "complete" else 130 if status == "interrupted" else 1,
-                         results)
+                         _exit_code(fail_on, grade) if status == "complete" else codes.get(status, 1), results)
     say(f"run {status} in {time.monotonic() - t_run:.1f} s"
-         + (f" — grade {grade}, score {outcome.overall_score}" if grade else ""))
+         + (f" — grade {grade}, score {outcome.overall_score}" if grade else "")
+         + (f" — waiting for approval: {run.path(waiting_at)}" if waiting_at else ""))
     say(f"report: {outcome.index}")
     return outcome

@@ -125,6 +125,25 @@ def set_flag(params: Params, app_id: str, flag: str, value: bool) -> dict[str, b
     return aio.run(go())
 
 
+def get_flags(params: Params, app_id: str) -> dict[str, bool]:
+    """Read one sandbox app's flags back (admin API): what a switch is verified against."""
+    if params.target != "sandbox":
+        raise SandboxError("flags can only be read on the bundled sandbox")
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    if not token:
+        raise SandboxError(f"{ADMIN_TOKEN_ENV} is not set: is the sandbox running (readiness sandbox up)?")
+
+    async def go() -> dict[str, bool]:
+        async with _admin_client(params) as client:
+            sample = await client.get(params.app(app_id).url("/admin/flags"), app=app_id, keep_body=True,
+                                      headers={"Authorization": f"Bearer {token}"})
+        if not sample.ok:
+            raise SandboxError(f"could not read the flags of {app_id}: {sample.status or sample.error}")
+        return dict(sample.json())
+
+    return aio.run(go())
+
+
 def reset_sandbox(params: Params, state: launcher.SandboxState) -> dict[str, Any]:
     """Set every app's flags to the params' values and clear every fault knob.
 

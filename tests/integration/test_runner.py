@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from readiness.check import Status, load_checks
 from readiness.cli import main
@@ -204,3 +205,76 @@ def test_reset_restores_flags_and_clears_faults(sandbox, test_params_file: Path)
     assert applied["A2"]["a2_readiness"] is False
     assert httpx.get(f"{a2}/health").status_code == 200
     assert httpx.get(f"{a2}/ready").status_code == 404  # fix A is OFF again: rolled back
+
+
+def _without_gate_approval(params_file: Path, folder: Path) -> tuple[Path, dict]:
+    data = yaml.safe_load(params_file.read_text())
+    gate = next(a for a in data["approvals"] if a["action"] == "gate_1_staging_mutation")
+    data["approvals"] = [a for a in data["approvals"] if a is not gate]
+    data["release"] = {"pr_links": [{"title": "A7: leads off the hot path", "url": "https://git.example.test/a7/pull/42"}]}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, gate
+
+
+def test_gate_1_pauses_the_run_and_resume_completes_it(sandbox, test_params_file: Path, books: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "01_smoke.ipynb", "x = 1")
+    notebook(books / "02_latency_profile.ipynb", "from readiness.runfolder import RunFolder\n"
+             "RunFolder.open(run_dir).write_text('reports/after_gate.txt', 'ran')")
+    params, approval = _without_gate_approval(test_params_file, tmp_path / "p")
+    out = tmp_path / "out"
+    assert main(["run", "--params", str(params), "--out", str(out)]) == 3  # paused at a gate
+    run_dir = next(out.iterdir())
+    said = capsys.readouterr().out
+    assert "paused at Gate 1 before 02_latency_profile" in said and "GATE_1_HUMAN_APPROVAL_REQUIRED.md" in said
+    info = json.loads((run_dir / "run.json").read_text())
+    assert run_status(run_dir) == "paused" and info["gates"]["1"]["status"] == "waiting"
+    assert [info["phases"][p]["status"] for p in ("00_inventory", "01_smoke", "02_latency_profile",
+                                                  "11_readiness_score")] == ["OK", "OK", "WAITING", "WAITING"]
+    assert not (run_dir / "reports" / "after_gate.txt").exists() and not (run_dir / "readiness_score.json").exists()
+    gate_file = (run_dir / "reports" / "GATE_1_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    assert "**WAITING**" in gate_file and "`02_latency_profile`" in gate_file and "01_smoke" in gate_file
+    assert f"readiness run --resume {run_dir}" in gate_file and "gate_1_staging_mutation" in gate_file
+    bundle = run_dir / "reports" / "gate_1"
+    assert "https://git.example.test/a7/pull/42" in (bundle / "pr_links.md").read_text()
+    assert "auth_failures" in (bundle / "monitoring_rule_changes.md").read_text()
+    rollback = (bundle / "rollback_readiness.md").read_text()
+    assert "Every flag's rollback was rehearsed and verified." in rollback
+    assert all(f"`{flag}`" in rollback for flag in ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode"))
+    assert "endpoints" in json.loads((bundle / "baseline_slo_snapshot.json").read_text())
+    assert "WAITING" in (run_dir / "index.html").read_text()
+    assert main(["verify", str(run_dir)]) == 0  # a paused run is signed like any other
+
+    # resuming without the approval pauses again; a change beyond the approvals is refused
+    assert main(["run", "--resume", str(run_dir)]) == 3
+    changed = yaml.safe_load(params.read_text())
+    changed["smoke"]["samples_per_app"] = 7
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(changed, sort_keys=False))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir), "--params", str(other)]) == 2
+    assert "changed beyond their approvals" in capsys.readouterr().err
+
+    data = yaml.safe_load(params.read_text())
+    data["approvals"].append(approval)
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete" and info["gates"]["1"]["status"] == "approved"
+    assert [info["phases"][p]["status"] for p in ("00_inventory", "01_smoke", "02_latency_profile",
+                                                  "11_readiness_score")] == ["OK"] * 4
+    assert (run_dir / "reports" / "after_gate.txt").read_text() == "ran" and (run_dir / "readiness_score.json").is_file()
+    assert "**APPROVED**" in (run_dir / "reports" / "GATE_1_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    gate_2 = (run_dir / "reports" / "GATE_2_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    assert "**WAITING**" in gate_2 and "gate_2_production_action" in gate_2 and "environment: prod" in gate_2
+    log = [json.loads(line) for line in (run_dir / "reports" / "hitl_approvals.log").read_text().splitlines()]
+    gate_log = [(e["kind"], e["approval_id"]) for e in log if e["action"] == "gate_1_staging_mutation"]
+    assert gate_log == [("refused", None), ("refused", None), ("approved", approval["id"])]
+    assert len(info["resumes"]) == 2
+    assert main(["verify", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir)]) == 2  # a complete run is not resumed
+    assert "is complete, not paused at a gate" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_sandbox_sections_and_labelled_approvals() -> None:
     assert (p.learning.reward.page_view, p.learning.reward.lead, p.learning.reward.checkout,
             p.learning.reward.complaint) == (0.05, 0.3, 0.65, -0.4)
     by_action = {a.action: a for a in p.approvals}
-    assert set(by_action) == {"fault_injection_503", "bandit_policy_change"}
+    assert set(by_action) == {"fault_injection_503", "bandit_policy_change", "gate_1_staging_mutation"}
     for appr in p.approvals:  # a sandbox approval says so where a reviewer reads it
         assert appr.id.startswith("SANDBOX-") and "SANDBOX ONLY" in appr.scope and "not a human" in appr.granted_by
     assert by_action["fault_injection_503"].cycles == 3 and by_action["fault_injection_503"].apps == ["A3", "A4"]
@@ -32,6 +32,7 @@ def test_staging_example_holds_no_sandbox_approval() -> None:
     approvals = load_params(ROOT / "params" / "staging.example.yaml", env=env).approvals
     assert approvals and not [a.id for a in approvals if a.id.startswith("SANDBOX-")]
     assert all(a.expires is not None for a in approvals)  # a real approval expires
+    assert not [a for a in approvals if a.action.startswith("gate_")]  # a real run pauses at its gates
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -251,7 +251,7 @@ def test_index_without_score_says_the_run_is_incomplete(tmp_path: Path) -> None:
     ({"score": {"grade": "Blue", "overall_score": 1}}, "score: grade must be one of Green, Yellow, Red, got 'Blue'"),
     ({"score": {"overall_score": 1}}, "score: missing keys ['grade']"),
     ({"phases": [{"phase": "01_smoke", "status": "PASS"}]},
-     "phase '01_smoke': status must be one of OK, ERROR, BLOCKED, STOPPED, SKIPPED, got 'PASS'"),
+     "phase '01_smoke': status must be one of OK, ERROR, BLOCKED, STOPPED, SKIPPED, WAITING, got 'PASS'"),
     ({"phases": [{"status": "OK"}]}, "phase #0: missing keys ['phase']"),
 ])
 def test_index_rejects_bad_input(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
