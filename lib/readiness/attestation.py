@@ -77,6 +77,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("resiliency", "Resiliency verified under injected faults", ("resiliency.",), ("09_resiliency",)),
     Claim("security", "Security and operations controls hold", ("security.", "ops.", "cleanup."),
           ("10_security_ops",)),
+    Claim("gates", "Changes to staging waited for a human approval, with every flag's rollback rehearsed",
+          ("gate.",), ()),
 )
 
 
@@ -111,6 +113,8 @@ def assess(claim: Claim, checks: list[Check], phases: dict[str, Any], root: Path
             reasons.append(f"phase {p} is {ran.get('status')}" + (f" ({ran['error']})" if ran.get("error") else ""))
         else:
             reasons.append(f"phase {p} recorded no check with an id starting {' or '.join(claim.prefixes)}")
+    if not own and not claim.phases:
+        reasons.append(f"no check with an id starting {' or '.join(claim.prefixes)} was recorded in this run")
     verdict = combine(f"attestation.{claim.key}", "attestation", claim.statement, own)
     named = list(dict.fromkeys([f"checks/{c.phase}.json" for c in own] + [e for c in own for e in c.evidence]))
     missing = [e for e in named if (t := _inside(root, e)) is None or not t.exists()]

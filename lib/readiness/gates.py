@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from readiness.approvals import require_approval
-from readiness.check import Check
+from readiness.check import Check, Status
 from readiness.params import Params
 from readiness.report import header, md_escape, md_table, status_line
 from readiness.runfolder import RunFolder
+from readiness.verdict import value_check
 
 ACTIONS = {1: "gate_1_staging_mutation", 2: "gate_2_production_action"}
 FILES = {1: "reports/GATE_1_HUMAN_APPROVAL_REQUIRED.md", 2: "reports/GATE_2_HUMAN_APPROVAL_REQUIRED.md"}
@@ -41,6 +42,8 @@ PR_LINKS, RULES, ROLLBACK, SNAPSHOT = (f"{BUNDLE}/{n}" for n in (
     "pr_links.md", "monitoring_rule_changes.md", "rollback_readiness.md", "baseline_slo_snapshot.json"))
 VALIDATION = "reports/validation_report.md"
 LATENCY_PHASE = "02_latency_profile"
+CHECK_PHASE = "gates"  # checks/gates.json: gate.gate_<n>.* ids (the rubric's gate.*)
+TAGS = ("release_engineering", "runbooks_handover")
 RULES_PHASE = "10_security_ops"
 
 # What each phase changes in the ecosystem it audits. Phases not listed only read
@@ -105,7 +108,30 @@ def pass_gate(run: RunFolder, params: Params, gate: int, phase: str, waiting: Se
     run.update_info(gates=state)
     run.write_text(FILES[gate], gate_text(run, params, gate, waiting, so_far, state[str(gate)]),
                    producer="runner")
+    evidence = (FILES[gate], "reports/hitl_approvals.log")
+    checks = [Check(id=f"gate.gate_{gate}.approval", phase=CHECK_PHASE,
+                    title=f"Gate {gate} was passed only with a human approval in the params",
+                    status=Status.PASS if decision.granted else Status.BLOCKED, n=1, severity="P1",
+                    observed=decision.approval.id if decision.approval else None, tags=TAGS, evidence=evidence,
+                    detail=decision.reason)]
+    if gate == 1:
+        checks.append(_rehearsal_check(run))
+    run.record_checks(CHECK_PHASE, checks)
     return GateOutcome(gate, decision.granted, decision.reason, FILES[gate])
+
+
+def _rehearsal_check(run: RunFolder) -> Check:
+    """Every flag's rollback rehearsed and read back (INCONCLUSIVE where none was rehearsed)."""
+    rows = list(run.info().get("rollback_rehearsal") or [])
+    rehearsed = [r for r in rows if r.get("switch_ms") is not None or r.get("verified")]
+    verified = sum(bool(r.get("verified")) for r in rows)
+    return value_check(id="gate.gate_1.rollback_rehearsed", phase=CHECK_PHASE,
+                       title="every feature flag's rollback was rehearsed and verified before Gate 1",
+                       observed=verified if rehearsed else None, expected=len(rows), unit="flags", n=len(rows),
+                       tags=TAGS, severity="P1", evidence=(ROLLBACK,),
+                       detail=f"{verified} of {len(rows)} flags rolled back and read back" if rehearsed else
+                       "no flag was rehearsed: " + "; ".join(sorted({r.get("detail", "") for r in rows}))
+                       if rows else "no feature flags in the params")
 
 
 def handover_gate_2(run: RunFolder, params: Params, so_far: Mapping[str, Mapping[str, Any]]) -> str:
@@ -218,6 +244,7 @@ def write_bundle(run: RunFolder, params: Params) -> None:
         "", rule_diff(m.before, m.after), ""]), producer="runner")
     rows = rehearse_rollbacks(params)
     run.write_text(ROLLBACK, rollback_text(params, rows, head), producer="runner")
+    run.update_info(rollback_rehearsal=rows)
     _baseline, _samples, snapshot = slo_snapshot(params, run.root, LATENCY_PHASE)
     run.write_json(SNAPSHOT, snapshot, producer="runner")
 

@@ -246,6 +246,9 @@ def test_gate_1_pauses_the_run_and_resume_completes_it(sandbox, test_params_file
     assert all(f"`{flag}`" in rollback for flag in ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode"))
     assert "endpoints" in json.loads((bundle / "baseline_slo_snapshot.json").read_text())
     assert "WAITING" in (run_dir / "index.html").read_text()
+    gate_checks = {c.id: c for c in load_checks(run_dir, "gates")}
+    assert gate_checks["gate.gate_1.approval"].status is Status.BLOCKED
+    assert gate_checks["gate.gate_1.rollback_rehearsed"].status is Status.PASS
     assert main(["verify", str(run_dir)]) == 0  # a paused run is signed like any other
 
     # resuming without the approval pauses again; a change beyond the approvals is refused
@@ -268,6 +271,8 @@ def test_gate_1_pauses_the_run_and_resume_completes_it(sandbox, test_params_file
                                                   "11_readiness_score")] == ["OK"] * 4
     assert (run_dir / "reports" / "after_gate.txt").read_text() == "ran" and (run_dir / "readiness_score.json").is_file()
     assert "**APPROVED**" in (run_dir / "reports" / "GATE_1_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    approved = {c.id: c for c in load_checks(run_dir, "gates")}["gate.gate_1.approval"]
+    assert approved.status is Status.PASS and approved.observed == approval["id"]
     gate_2 = (run_dir / "reports" / "GATE_2_HUMAN_APPROVAL_REQUIRED.md").read_text()
     assert "**WAITING**" in gate_2 and "gate_2_production_action" in gate_2 and "environment: prod" in gate_2
     log = [json.loads(line) for line in (run_dir / "reports" / "hitl_approvals.log").read_text().splitlines()]

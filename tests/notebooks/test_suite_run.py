@@ -322,3 +322,16 @@ def test_security_and_ops_record_their_verdicts_and_clean_up(run_dir, checks) ->
         assert checks[cid].status is Status.PASS, (cid, checks[cid].detail)
     assert checks["cleanup.real.covers_plan"].observed > 0  # the run's synthetic data was found and deleted
     assert not [cid for cid, c in checks.items() if cid.startswith("ops.cost.") and c.status is Status.FAIL]
+
+
+def test_gate_1_was_passed_with_its_bundle_and_gate_2_hands_over(run_dir, checks) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["gates"]["1"]["status"] == "approved" and info["gates"]["1"]["before_phase"] == "02_latency_profile"
+    assert "**APPROVED**" in (run_dir / "reports" / "GATE_1_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    for name in ("pr_links.md", "monitoring_rule_changes.md", "rollback_readiness.md", "baseline_slo_snapshot.json"):
+        assert (run_dir / "reports" / "gate_1" / name).is_file(), name
+    assert checks["gate.gate_1.approval"].status is Status.PASS
+    assert checks["gate.gate_1.rollback_rehearsed"].status is Status.PASS
+    assert checks["gate.gate_1.rollback_rehearsed"].observed == 4
+    gate_2 = (run_dir / "reports" / "GATE_2_HUMAN_APPROVAL_REQUIRED.md").read_text()
+    assert "**WAITING**" in gate_2 and "gate_2_production_action" in gate_2
