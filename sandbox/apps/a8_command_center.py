@@ -22,8 +22,8 @@ needs no key.
 
 The rest of the command center lives in one module per concept: tiles and their exports
 (:mod:`sandbox.apps.a8_tiles`, demo mode included), incident banners
-(:mod:`sandbox.apps.a8_banners`, fix C) and the ``/dashboard`` page
-(:mod:`sandbox.apps.a8_dashboard`).
+(:mod:`sandbox.apps.a8_banners`, fix C), read-only cards posted by an audit run
+(:mod:`sandbox.apps.a8_cards`) and the ``/dashboard`` page (:mod:`sandbox.apps.a8_dashboard`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sandbox.apps import a8_banners, a8_tile_exports, a8_tiles
+from sandbox.apps import a8_banners, a8_cards, a8_tile_exports, a8_tiles
 from sandbox.apps.a8_dashboard import dashboard
 from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
@@ -230,6 +230,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/banners", a8_banners.list_endpoint, methods=["GET"]),
         Route("/api/banners/{banner_id}", a8_banners.get_endpoint, methods=["GET"]),
         Route("/api/banners/{banner_id}", a8_banners.clear_endpoint, methods=["DELETE"]),
+        Route(a8_cards.ROUTE, a8_cards.post_endpoint, methods=["POST"]),
+        Route(a8_cards.ROUTE, a8_cards.list_endpoint, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
     ]
 

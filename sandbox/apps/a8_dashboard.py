@@ -1,4 +1,4 @@
-"""``GET /dashboard``: the command center's page — active incident banners, then the tiles.
+"""``GET /dashboard``: the command center's page — active incident banners, the tiles, then the cards.
 
 Server-rendered HTML with inline CSS and no script, so it renders the same in a
 headless browser, a screenshot and a terminal ``curl``. It shows exactly what the API
@@ -9,6 +9,11 @@ With the flag ``a8_demo_mode`` ON the page carries a ``DEMO — simulated revenu
 (``id="demo-badge"``) and every revenue figure that includes simulated revenue says so;
 OFF, no badge and no label — what an audit must catch, since simulated revenue then
 inflates the live tile with nothing on the page to tell a reader.
+
+Cards (:mod:`sandbox.apps.a8_cards`) are read-only: each is shown with its title, version
+and content and no control of any kind. Every text is escaped; an ``http(s)`` link is an
+anchor, while a relative link names a file of the audit run's folder, which this page does
+not serve, so it is shown as the path itself rather than as a link that would lead nowhere.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from sandbox.apps.a8_banners import BannerBoard
+from sandbox.apps.a8_cards import board_of as cards_of
+from sandbox.apps.a8_cards import safe_href
 from sandbox.apps.a8_tiles import DEMO_LABEL, cached_tiles
 from sandbox.common.context import AppContext, ctx_of
 
@@ -42,6 +49,11 @@ h1{font-size:22px;margin:0}
 .tile{min-width:0;overflow-wrap:anywhere}
 ul.kv{list-style:none;padding:0;margin:8px 0 0;font-size:12px;color:#475467}
 ul.kv li{display:inline-block;margin:0 10px 2px 0}
+.card{background:#fff;border-radius:8px;padding:14px;margin-top:12px;box-shadow:0 1px 2px rgba(0,0,0,.08);overflow-wrap:anywhere}
+.card h2{font-size:16px;margin:0 0 6px}
+.card .meta{font-size:12px;color:#475467}
+.card .grade{font-size:22px;font-weight:700}
+.card ol,.card ul{margin:6px 0 0;padding-left:20px;font-size:13px}
 """
 
 
@@ -84,8 +96,37 @@ def _banner(banner: dict[str, Any]) -> str:
             f' <small>raised {_e(banner["raised_at"])}</small>{synthetic}</div>')
 
 
-def render(tiles: dict[str, Any], banners: list[dict[str, Any]]) -> str:
-    """The whole page for one snapshot of tiles and active banners."""
+def _link(link: dict[str, str]) -> str:
+    href = link["href"]
+    if safe_href(href) and href.lower().startswith(("http://", "https://")):
+        return f'<li><a href="{_e(href)}" rel="noopener noreferrer">{_e(link["label"])}</a></li>'
+    return f'<li>{_e(link["label"])}: <code>{_e(href)}</code></li>'
+
+
+def _action(action: dict[str, str]) -> str:
+    labels = "".join(f' <span class="label">{_e(action[k])}</span>' for k in ("risk", "owner", "eta") if k in action)
+    return f"<li>{_e(action['text'])}{labels}</li>"
+
+
+def _card(card: dict[str, Any]) -> str:
+    body = card["body"]
+    run = f'run {_e(body["run_id"])} · ' if "run_id" in body else ""
+    parts = [f'<p class="meta">{run}version {_e(card["version"])} · posted {_e(card["posted_at"])}</p>']
+    if card["kind"] == "score":
+        parts.append(f'<div class="grade" data-grade="{_e(body["grade"])}">{_e(body["grade"])} · '
+                     f'{_e(format_value(body["score"], "points"))} / 100</div>')
+        actions = "".join(_action(a) for a in body["actions"])
+        parts.append(f"<ol>{actions}</ol>" if actions else "<p>No open action.</p>")
+    if "text" in body:
+        parts.append(f"<p>{_e(body['text'])}</p>")
+    if body.get("links"):
+        parts.append(f'<ul>{"".join(_link(link) for link in body["links"])}</ul>')
+    return (f'<article class="card" id="card-{_e(card["id"])}" data-card-id="{_e(card["id"])}" '
+            f'data-version="{_e(card["version"])}"><h2>{_e(card["title"])}</h2>{"".join(parts)}</article>')
+
+
+def render(tiles: dict[str, Any], banners: list[dict[str, Any]], cards: list[dict[str, Any]] | None = None) -> str:
+    """The whole page for one snapshot of tiles, active banners and cards."""
     badge = f'<span class="badge" id="demo-badge" role="status">{_e(DEMO_LABEL)}</span>' if tiles["demo_mode"] else ""
     banner_html = "".join(_banner(b) for b in banners) or '<p id="no-banners">No active incident banners.</p>'
     return (
@@ -95,13 +136,14 @@ def render(tiles: dict[str, Any], banners: list[dict[str, Any]]) -> str:
         f"<header><h1>A8 · Command center</h1>{badge}</header>"
         f'<section id="banners" aria-label="incident banners">{banner_html}</section>'
         f'<div class="grid">{"".join(_tile(t) for t in tiles["tiles"])}</div>'
+        f'<section id="cards" aria-label="cards">{"".join(_card(c) for c in cards or [])}</section>'
         f'<p><small>Updated {_e(tiles["generated_at"])}</small></p></body></html>'
     )
 
 
 def _snapshot(ctx: AppContext) -> str:
     board: BannerBoard = ctx.services["banners"]
-    return render(cached_tiles(ctx), board.active())
+    return render(cached_tiles(ctx), board.active(), cards_of(ctx).latest())
 
 
 async def dashboard(request: Request) -> Response:
