@@ -117,6 +117,8 @@ def start_apps() -> Callable[..., contextlib.AbstractContextManager[Any]]:
 def test_params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     def shorter(data: dict[str, Any]) -> None:  # the same phases, shorter loads (make test stays < 15 min)
         data["load"].update(duration_s=10, vu_scenario={"vus": 10, "duration_s": 5})
+        data["activation"].update(users=5)  # the least n whose median has a 95% order-statistic interval
+        data["resiliency"].update(cycles=2)
     return write_test_params(tmp_path_factory.mktemp("params"), edit=shorter)
 
 

@@ -19,7 +19,8 @@ Public surface (everything a notebook, a test or an analyst needs):
   latency_report, b2c, b2b, hardening, monetization, revenue_lineage, telemetry_contract,
   telemetry_sampling, command_center, bandit, load, load_segments, k6run, stop_conditions, learning,
   cta_learning, cta_policy, faults, resiliency, resiliency_metrics, attestation, secret_scan, observatory,
-  web_security, ports, cost, monitoring_rules, cleanup, gates, closing, closing_report, closing_cards
+  web_security, ports, cost, monitoring_rules, cleanup, gates, closing, closing_report, closing_cards,
+  activation, growth_hygiene, signup_journey
 """
 
 from readiness.check import Check, Status

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from readiness.params_apps import HTTP_METHODS, App, Route, Slo, is_loopback
 from readiness.params_autonomy import Learning, Load, Resiliency
 from readiness.params_contracts import B2B, Funnels, Hardening, TelemetryContract
+from readiness.params_growth import Activation, Growth
 from readiness.params_ops import Monitoring
 from readiness.params_sections import (
     SANDBOX_APP_IDS,
@@ -102,6 +103,8 @@ class Params(StrictModel):
     resiliency: Resiliency = Field(default_factory=Resiliency)
     security: Security = Field(default_factory=Security)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    activation: Activation = Field(default_factory=Activation)
+    growth: Growth = Field(default_factory=Growth)
     attestation: Attestation = Field(default_factory=Attestation)
     release: Release = Field(default_factory=Release)
     telemetry_app: str = "A8"
@@ -173,6 +176,7 @@ class Params(StrictModel):
             known(self.resiliency, "resiliency", name, getattr(self.resiliency, name))
         for name in ("retry_app", "cta_app"):
             known(self.learning, "learning", name, getattr(self.learning, name))
+        known(self.growth, "growth", "app", self.growth.app)
         capacity = self.monitoring.capacity
         if "queue_probes" in capacity.model_fields_set:
             for i, probe in enumerate(capacity.queue_probes):

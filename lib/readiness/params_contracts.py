@@ -35,6 +35,23 @@ def _event_names(names: list[str]) -> list[str]:
     return names
 
 
+
+def attribution_keys(v: dict[str, str]) -> dict[str, str]:
+    """Landing-link attribution: only ``utm_*`` keys and ``ref`` (what the apps record)."""
+    bad = sorted(k for k in v if not (k.startswith("utm_") or k == "ref"))
+    if bad:
+        raise ValueError(f"attribution keys must start with 'utm_' or be 'ref', got {bad}")
+    return v
+
+
+def exact_selectors(v: dict[str, str], names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """A browser journey's selectors: exactly the steps it drives, none empty, none unknown."""
+    missing = [k for k in names if not v.get(k)]
+    unknown = sorted(set(v) - set(names))
+    if missing or unknown:
+        raise ValueError(f"selectors must name exactly {', '.join(names)} (missing {missing}, unknown {unknown})")
+    return v
+
 class TelemetryContract(StrictModel):
     """The telemetry contract (SPEC §2): which events must arrive with which fields, how they
     may be sampled at the source, and how many probes the sampling and dedupe checks send.
@@ -275,20 +292,12 @@ class Funnels(StrictModel):
     @field_validator("utm")
     @classmethod
     def _utm(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in v if not (k.startswith("utm_") or k == "ref"))
-        if bad:
-            raise ValueError(f"attribution keys must start with 'utm_' or be 'ref', got {bad}")
-        return v
+        return attribution_keys(v)
 
     @field_validator("selectors")
     @classmethod
     def _selectors(cls, v: dict[str, str]) -> dict[str, str]:
-        missing = [k for k in B2C_SELECTORS if not v.get(k)]
-        unknown = sorted(set(v) - set(B2C_SELECTORS))
-        if missing or unknown:
-            raise ValueError(f"selectors must name exactly {', '.join(B2C_SELECTORS)} "
-                             f"(missing {missing}, unknown {unknown})")
-        return v
+        return exact_selectors(v, B2C_SELECTORS)
 
     @model_validator(mode="after")
     def _unique_cookies(self) -> Funnels:

@@ -21,7 +21,9 @@ The learner's path after the marketing landing page (A7):
    server rather than by page script: A5 is another origin and serves no CORS.
 4. ``GET /onboarding/first-page`` — A2 asks A3 ``POST /api/pages`` to build the learner's
    first page (idempotency key derived from the learner, so reloading the page shows
-   the same page instead of building another) and shows it.
+   the same page instead of building another) and shows it, with the way on to
+5. ``GET /onboarding/first-action`` — the guided first AI action
+   (:mod:`sandbox.apps.a2_guide`).
 
 Every upstream call forwards the request's trace id and synthetic-traffic tags.
 """
@@ -90,6 +92,7 @@ CHECKOUT_PRICE = "price_micro_qa"
 ATTRIBUTION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "ref")
 LEEWAY_S = 30
 MAX_ATTRIBUTION = 100
+FIRST_ACTION_PATH = "/onboarding/first-action"  # served by sandbox.apps.a2_guide
 
 
 class OnboardingError(Exception):
@@ -353,7 +356,9 @@ async def first_page(request: Request) -> Response:
     return page(str(built.get("title", "Your first page")), (
         f'<main data-testid="first-page" data-page-id="{html.escape(str(built.get("page_id", "")))}">'
         f'<h1>{html.escape(str(built.get("title", "")))}</h1><ul>{blocks}</ul>'
-        f'<p id="credits">{learner["credits"]} AI credits left</p></main>'))
+        f'<p id="credits">{learner["credits"]} AI credits left</p>'
+        f'<p><a id="first-action-link" data-testid="first-action-link" href="{FIRST_ACTION_PATH}">'
+        "Next: ask your AI tutor</a></p></main>"))
 
 
 def onboarding_routes() -> list[BaseRoute]:

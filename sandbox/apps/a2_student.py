@@ -6,7 +6,8 @@ liveness, and ``/ready`` answers 404 exactly like an unknown path. With the flag
 flag OFF restores the 404 on the next request (the rollback the audit verifies).
 
 The learner's way in — sign-in with A1, checkout on A5, first page from A3 — is in
-:mod:`sandbox.apps.a2_onboarding`; the learner API (``/api/me``, AI actions that take
+:mod:`sandbox.apps.a2_onboarding`, the guided first AI action in
+:mod:`sandbox.apps.a2_guide`; the learner API (``/api/me``, AI actions that take
 credits) in :mod:`sandbox.apps.a2_actions`.
 """
 
@@ -18,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from sandbox.apps.a2_actions import SCHEMA as ACTIONS_SCHEMA
 from sandbox.apps.a2_actions import action_routes
+from sandbox.apps.a2_guide import guide_routes
 from sandbox.apps.a2_onboarding import SCHEMA as ONBOARDING_SCHEMA
 from sandbox.apps.a2_onboarding import onboarding_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
@@ -54,7 +56,7 @@ def list_courses(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/api/courses", list_courses, methods=["GET"]), *onboarding_routes(), *action_routes()]
+    return [Route("/api/courses", list_courses, methods=["GET"]), *onboarding_routes(), *guide_routes(), *action_routes()]
 
 
 LEARNERS = tagged("learners", key="user_id")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from readiness.gates import (ACTIONS, MUTATES, behaviour_check, gate_for, gate_text, rehearse_rollbacks,
-                             rollback_text)
+from readiness.gates import ACTIONS, MUTATES, behaviour_check, gate_for, gate_text, rehearse_rollbacks, rollback_text
 from readiness.params import PHASES, load_params
 from readiness.runfolder import RunFolder
 from readiness.runner import _core_digest
