@@ -7,6 +7,7 @@ way: status, observed value with unit and interval, threshold, n.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -31,8 +32,14 @@ def fmt_interval(check: Check) -> str:
     return f"[{fmt_num(check.ci_low, check.unit)}, {fmt_num(check.ci_high, check.unit)}]"
 
 
+_TAG_START = re.compile(r"<(?!https?://)(?=[A-Za-z/!?])")
+
+
 def md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One Markdown table cell. Cells carry what targets sent (page snippets, error bodies):
+    a ``<`` that would open an HTML tag is written as ``&lt;`` so that a rendered report
+    never runs or loads what a target put in it; ``<https://…>`` autolinks stay links."""
+    return _TAG_START.sub("&lt;", text.replace("|", "\\|").replace("\n", " "))
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

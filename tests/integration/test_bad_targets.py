@@ -71,7 +71,7 @@ def test_smoke_against_dead_and_garbage_targets(tmp_path: Path, garbage_server: 
     data["thresholds"]["telemetry_arrival_s"] = 1
     data["rubric_file"] = str(ROOT / "params" / "rubric.yaml")
     for section in ("funnels", "hardening", "b2b", "telemetry_contract", "load", "learning", "resiliency",
-                    "monitoring", "approvals"):  # they name the sandbox's other apps
+                    "monitoring", "approvals", "activation", "growth"):  # they name the sandbox's other apps
         data.pop(section, None)
     params_file = tmp_path / "bad-targets.yaml"
     params_file.write_text(yaml.safe_dump(data))

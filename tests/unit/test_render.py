@@ -259,3 +259,13 @@ def test_index_rejects_bad_input(tmp_path: Path, overrides: dict[str, Any], mess
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         _index(run, **overrides)
     assert not (run.root / "index.html").exists()
+
+
+def test_report_cells_never_carry_a_live_tag_from_a_target() -> None:
+    from readiness.report import md_table
+
+    table = md_table(["evidence"], [('<script src="/x.js"></script> <img src=y> <!-- c --> <= 150 ms',),
+                                    ("<https://git.example.test/pull/1> a|b",)])
+    assert "<script" not in table and "<img" not in table and "<!--" not in table
+    assert "&lt;script src=\"/x.js\">&lt;/script>" in table and "<= 150 ms" in table
+    assert "<https://git.example.test/pull/1> a\\|b" in table  # autolinks stay links
