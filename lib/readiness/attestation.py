@@ -137,10 +137,6 @@ def _score(root: Path) -> str:
     return "no score in this run"
 
 
-def _link(rel: str) -> str:
-    return f"[{rel}](../{quote(rel)})"  # the report lives in reports/
-
-
 def write_attestation(run: RunFolder, params: Params, *, status: str | None = None) -> Path:
     """Write ``reports/system_live_and_autonomous.md`` from the checks recorded so far.
 
@@ -163,7 +159,7 @@ def write_attestation(run: RunFolder, params: Params, *, status: str | None = No
     for r in results:
         lines += [f"## {r.claim.statement}", "", f"Verdict: **{r.verdict}**"
                   + (f" — not evidenced in this run: {r.why}" if r.verdict == NOT_EVIDENCED else f" — {r.why}"), ""]
-        lines += [f"- {_link(e)}" for e in r.evidence] + ([""] if r.evidence else [])
+        lines += [f"- [{e}](../{quote(e)})" for e in r.evidence] + ([""] if r.evidence else [])  # from reports/
     lines += ["## How to check this document", "",
               f"This report is listed in `{MANIFEST}` with its SHA-256 and size, like every file of the run. "
               f"`{SIGNATURE}` holds an {ALGORITHM} signature over the SHA-256 of `{MANIFEST}`'s bytes, so "

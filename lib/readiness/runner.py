@@ -1,7 +1,7 @@
 """Run the suite: every phase notebook in order, headless, into one run folder (DESIGN §2).
 
-Papermill's Python API runs in this process (a kernel start costs well under a second;
-the CLI would cost seconds per notebook). A failing notebook does not end the run: it is
+Each notebook is executed by :mod:`readiness.notebook_exec` (papermill's Python API, in
+this process). A failing notebook does not end the run: it is
 kept as evidence, its phase is ERROR, phases that depend on it are BLOCKED, and the run
 goes on to render and score what it has. Ctrl-C or SIGTERM ends the run as
 ``interrupted``; a complete run is the only kind that keeps ``readiness_score.json``.
@@ -25,11 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import AsyncKernelManager
-
 from readiness import gates
 from readiness.attestation import AttestationError, sign_run, signing_key, write_attestation
 from readiness.check import Check, CheckFileError, Status, summarize
+from readiness.notebook_exec import execute_notebook
 from readiness.params import PHASES, Params, load_params
 from readiness.phase import default_outputs_dir, project_root
 from readiness.render import render_index, render_notebook
@@ -107,82 +106,6 @@ def select_phases(available: dict[str, Path], wanted: Sequence[str] | None) -> l
 
 def _sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-class IpcKernelManager(AsyncKernelManager):
-    """Kernels talk over Unix sockets in the user's runtime folder, not loopback TCP.
-
-    Other local users cannot connect to a Unix socket in a private folder, whereas any of
-    them can reach a loopback TCP port; it also spares every phase a warning about
-    unencrypted TCP.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("transport", "ipc")
-        super().__init__(**kwargs)
-
-
-class _RunFolderIO:
-    """papermill I/O handler for ``runfolder://<relpath>`` output paths.
-
-    papermill saves the executing notebook after every cell; routing those saves through
-    the run folder means they are atomic and redacted like every other artifact, and a
-    killed run keeps the notebook as far as it got.
-    """
-
-    run: RunFolder | None = None
-    phase: str | None = None
-
-    @classmethod
-    def _rel(cls, path: str) -> str:
-        return path.removeprefix(_SCHEME)
-
-    @classmethod
-    def write(cls, buf: str, path: str) -> None:
-        assert cls.run is not None
-        cls.run.write_text(cls._rel(path), buf, producer=cls.phase)
-
-    @classmethod
-    def read(cls, path: str) -> str:
-        assert cls.run is not None
-        return cls.run.path(cls._rel(path)).read_text()
-
-    @classmethod
-    def listdir(cls, path: str) -> list[str]:
-        raise NotImplementedError("run folder outputs are written, not listed")
-
-    @classmethod
-    def pretty_path(cls, path: str) -> str:
-        return path
-
-
-_SCHEME = "runfolder://"
-_registered = False
-
-
-def _execute(run: RunFolder, phase: str, notebook: Path, params_file: Path) -> str | None:
-    """Execute one notebook; returns an error summary or None. The output is always kept."""
-    import papermill as pm
-    from papermill.iorw import papermill_io
-
-    global _registered
-    if not _registered:
-        papermill_io.register(_SCHEME, _RunFolderIO)
-        _registered = True
-    _RunFolderIO.run, _RunFolderIO.phase = run, phase
-    try:
-        pm.execute_notebook(str(notebook), f"{_SCHEME}notebooks/{phase}.ipynb", kernel_name="python3",
-                            progress_bar=False, cwd=str(notebook.parent), request_save_on_cell_execute=True,
-                            kernel_manager_class=f"{__name__}.IpcKernelManager",
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # shutdown chatter
-                            parameters={"params_file": str(params_file), "run_dir": str(run.root)})
-    except pm.PapermillExecutionError as exc:
-        return f"{exc.ename}: {exc.evalue}".strip()
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # kernel died, bad notebook: the phase is ERROR, the run goes on
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _blocked(run: RunFolder, phase: str, reason: str, status: Status) -> None:
@@ -367,7 +290,7 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
                 break
             else:
                 say(f"[{i}/{len(chosen)}] {phase} …")
-                error = _execute(run, phase, available[phase], params_path)
+                error = execute_notebook(run, phase, available[phase], params_path)
                 result = PhaseResult(phase, "ERROR" if error else "OK", 0.0, notebook=f"notebooks/{phase}.ipynb",
                                      error=error)
                 if error:
