@@ -34,6 +34,7 @@ from typing import Any
 
 from sandbox.common.context import AppContext
 from sandbox.common.events import emit_event
+from sandbox.common.web import FieldError
 
 ARMS = ("signup_hero", "pricing_banner", "provider_invite")
 DEFAULT_VERSION = "cta-2024-05-01"
@@ -62,13 +63,8 @@ MAX_SIMULATION_S = 60.0
 DRAIN_POLL_S = 0.005
 
 
-class PolicyError(ValueError):
+class PolicyError(FieldError):
     """A policy body A7 cannot serve; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

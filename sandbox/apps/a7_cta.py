@@ -54,7 +54,7 @@ from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.events import emit_event, request_tags
 from sandbox.common.idempotency import IdempotencyStore, Outcome, PurgedKeys, run_idempotent_purged
-from sandbox.common.web import BadBody, contract_json, json_error, read_json
+from sandbox.common.web import BadBody, FieldError, contract_json, json_error, read_json
 
 CONFIG_ROUTE = "/api/cta/config"
 ASSIGN_ROUTE = "/api/cta/assign"
@@ -69,13 +69,8 @@ MAX_KEY = 255
 BODY_FIELDS = {"arm_id", "page", "error", "target", "tags"}
 
 
-class CtaError(ValueError):
+class CtaError(FieldError):
     """A CTA beacon body the route cannot accept; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool, path: bool = False) -> str | None:

@@ -44,7 +44,7 @@ from sandbox.common.delivery import KIND, DeliveryWorkers
 from sandbox.common.events import request_tags
 from sandbox.common.idempotency import idempotency_scope
 from sandbox.common.mailer import KNOB, Delivery, MailerError, MailRelay
-from sandbox.common.web import BadBody, json_error, missing_contract_headers, read_json, utc_now_iso
+from sandbox.common.web import BadBody, FieldError, json_error, missing_contract_headers, read_json, utc_now_iso
 
 FLAG = "a7_async_leads"
 LEADS_ROUTE = "/api/leads"
@@ -54,13 +54,8 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 FIELDS = ("email", "name", "source", "tags")
 
 
-class LeadError(ValueError):
+class LeadError(FieldError):
     """A lead body the route cannot accept; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,7 @@ from starlette.responses import JSONResponse, Response
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.events import request_tags
 from sandbox.common.web import (
+    FieldError,
     bearer_token,
     contract_json,
     iso_from_epoch,
@@ -92,13 +93,8 @@ CREATE INDEX IF NOT EXISTS banners_active ON banners (cleared_at, raised_at);
 """
 
 
-class BannerError(ValueError):
+class BannerError(FieldError):
     """A banner body the API cannot accept; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 from sandbox.common.context import AppContext, ctx_of
 from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
 from sandbox.common.sqlite import Database
-from sandbox.common.web import bearer_token, iso_from_epoch, json_error, token_matches
+from sandbox.common.web import FieldError, bearer_token, iso_from_epoch, json_error, token_matches
 
 ROUTE = "/api/cards"
 SERVICE = "cards"
@@ -71,13 +71,8 @@ CREATE TABLE IF NOT EXISTS cards (
 """
 
 
-class CardError(ValueError):
+class CardError(FieldError):
     """A card body the API cannot accept; ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

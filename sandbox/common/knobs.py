@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sandbox.common.web import FieldError
+
 FLAG_NAMES = ("a2_readiness", "a7_async_leads", "a8_banner_ttl", "a8_demo_mode")
 DEPENDENCIES = ("db", "queue", "upstream")
 KNOB_NAMES = ("latency", "error_rate", "force_503_s", "telemetry_drop", "dependencies_down")
@@ -29,13 +31,8 @@ MAX_FORCE_503_S = 86_400.0
 _DIST_FIELDS = {"fixed": ("ms",), "lognormal": ("median_ms", "sigma"), "uniform": ("low_ms", "high_ms")}
 
 
-class KnobError(ValueError):
+class KnobError(FieldError):
     """An invalid knob or flag value; ``field`` names it, ``message`` says what is wrong."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _number(value: Any) -> float | None:

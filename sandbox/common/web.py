@@ -22,6 +22,16 @@ class BadBody(ValueError):
     """A request body that is not the JSON the route expects."""
 
 
+class FieldError(ValueError):
+    """A request body (or knob) the app cannot accept: ``field`` names the culprit, ``message``
+    says what is wrong. Routes answer it as ``422 {"error": message, "field": field}``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     """A JSON error response ``{"error": message, **extra}``."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
