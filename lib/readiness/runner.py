@@ -163,23 +163,29 @@ def _core_digest(params: Params) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _start(params_file: str | Path, phases: Sequence[str] | None, outputs: str | Path | None,
-           ) -> tuple[RunFolder, Path, Params, list[str], list[PhaseResult]]:
-    """A new run: params and rubric validated, the run folder created (nothing written before)."""
-    params_path = Path(params_file).resolve()
-    params = load_params(params_path)  # ParamsError before anything is written
-    load_rubric(params.rubric_path(params_path))  # RubricError before anything is written, too
+def _validated(params_path: Path) -> Params:
+    """Params, rubric and attestation key checked: bad input is refused before anything is written."""
+    params = load_params(params_path)  # ParamsError
+    load_rubric(params.rubric_path(params_path))  # RubricError
     try:
-        signing_key(params)  # a bad attestation key is bad input: refused before anything is written
+        signing_key(params)
     except AttestationError as exc:
         raise RunnerError(str(exc)) from None
-    chosen = select_phases(discover(), phases or params.phases)
+    return params
+
+
+def _start(params_file: str | Path, phases: Sequence[str] | None, outputs: str | Path | None,
+           available: dict[str, Path]) -> tuple[RunFolder, Path, Params, list[str], list[PhaseResult]]:
+    """A new run: params and rubric validated, the run folder created (nothing written before)."""
+    params_path = Path(params_file).resolve()
+    params = _validated(params_path)
+    chosen = select_phases(available, phases or params.phases)
     run = RunFolder.create(outputs or default_outputs_dir(), params, params_path)
     run.update_info(phases_selected=chosen, params_core_digest=_core_digest(params))
     return run, params_path, params, chosen, []
 
 
-def _resume(run_dir: str | Path, params_file: str | Path | None,
+def _resume(run_dir: str | Path, params_file: str | Path | None, available: dict[str, Path],
             ) -> tuple[RunFolder, Path, Params, list[str], list[PhaseResult]]:
     """A paused run continued: same folder, same phases; only the approvals may have changed."""
     root = Path(run_dir).resolve()
@@ -192,16 +198,10 @@ def _resume(run_dir: str | Path, params_file: str | Path | None,
         raise RunnerError(f"{root} is {status}, not paused at a gate: only a paused run can be resumed")
     info = run.info()
     params_path = Path(params_file or info["params_file"]).resolve()
-    params = load_params(params_path)
-    load_rubric(params.rubric_path(params_path))
-    try:
-        signing_key(params)
-    except AttestationError as exc:
-        raise RunnerError(str(exc)) from None
+    params = _validated(params_path)
     if _core_digest(params) != info.get("params_core_digest"):
         raise RunnerError(f"the params in {params_path} changed beyond their approvals since the run paused; "
                           "a resumed run must be judged by the params it started with: start a new run instead")
-    available = discover()
     chosen = list(info.get("phases_selected") or [])
     missing = [p for p in chosen if p not in available]
     if missing:
@@ -237,9 +237,9 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
         raise RunnerError("--phases cannot change on a resume: the run continues the phases it started with")
     available = discover()
     if resume is not None:
-        run, params_path, params, chosen, results = _resume(resume, params_file)
+        run, params_path, params, chosen, results = _resume(resume, params_file, available)
     else:
-        run, params_path, params, chosen, results = _start(params_file, phases, outputs)  # type: ignore[arg-type]
+        run, params_path, params, chosen, results = _start(params_file, phases, outputs, available)  # type: ignore[arg-type]
 
     def say(line: str) -> None:  # console output is redacted like files
         echo(run.redactor.redact_text(line))
