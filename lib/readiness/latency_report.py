@@ -127,8 +127,9 @@ def baseline_comparison(phase: Phase) -> pd.DataFrame:
     """This run against the latest complete earlier run (and flags OFF against ON on the sandbox).
 
     Writes comparison.csv and baseline_slo_snapshot.json; records one regression check per
-    critical endpoint. A regression > ``thresholds.regression_max_pct`` marks the run's
-    stop condition.
+    critical endpoint. A regression > ``thresholds.regression_max_pct`` (and, so that
+    scheduler noise on a few-ms endpoint is not one, > ``thresholds.regression_min_ms``)
+    marks the run's stop condition.
     """
     p = phase.params
     conf = p.thresholds.confidence
@@ -144,8 +145,10 @@ def baseline_comparison(phase: Phase) -> pd.DataFrame:
         checks.append(regression_check(
             id=f"latency.regression.{app.id}.{route.name}", phase=phase.name, app=app.id,
             title=f"{app.id} {route.name} P95 has not regressed > {p.thresholds.regression_max_pct:g}% "
-                  "against the baseline run", before_ms=prior, after_ms=after, q=0.95,
-            max_increase_pct=p.thresholds.regression_max_pct, confidence=conf, tags=("performance",),
+                  f"(and > {p.thresholds.regression_min_ms:g} ms) against the baseline run",
+            before_ms=prior, after_ms=after, q=0.95,
+            max_increase_pct=p.thresholds.regression_max_pct, min_increase_ms=p.thresholds.regression_min_ms,
+            confidence=conf, tags=("performance",),
             evidence=(COMPARISON_CSV, SNAPSHOT)))
     for cmp in p.latency.compare_flags:
         off, on = _warm(now, cmp.app, cmp.route), _warm(now, cmp.app, cmp.route, f"{cmp.flag}=on")
@@ -166,8 +169,9 @@ def _mark_stop_condition(phase: Phase, checks: list[Check]) -> None:
         return
     info = phase.run.info()
     stops = list(info.get("stop_conditions", []))
-    stops.append({"phase": phase.name, "reason": "latency regression above "
-                  f"{phase.params.thresholds.regression_max_pct:g}% on " + ", ".join(c.id for c in regressed)})
+    t = phase.params.thresholds
+    stops.append({"phase": phase.name, "reason": f"latency regression above {t.regression_max_pct:g}% "
+                  f"(and {t.regression_min_ms:g} ms) on " + ", ".join(c.id for c in regressed)})
     phase.run.update_info(stop_conditions=stops)
 
 

@@ -54,6 +54,7 @@ class Thresholds(StrictModel):
     load_flag_p95_ms: float = Field(default=150, gt=0)
     stop_p95_ms: float = Field(default=200, gt=0)
     regression_max_pct: float = Field(default=20, gt=0)
+    regression_min_ms: float = Field(default=10, ge=0)
     telemetry_acceptance_min: float = Field(default=0.99, gt=0, lt=1)
     telemetry_arrival_s: float = Field(default=60, gt=0)
     ttfv_s: float = Field(default=300, gt=0)

@@ -205,10 +205,14 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
 
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
                 fields: dict[str, Any], detail: str, *, ratio: bool, limit: float,
-                endings: dict[Status, str]) -> Check:
+                endings: dict[Status, str], floor_ms: float = 0.0) -> Check:
     """The before/after rule: PASS when the whole interval (of the ratio, or of the
     difference in ms) meets ``limit`` (``<=`` for a ratio, ``<`` for a difference), FAIL
-    when it lies wholly above it, INCONCLUSIVE when it straddles it or does not exist."""
+    when it lies wholly above it, INCONCLUSIVE when it straddles it or does not exist.
+
+    With ``floor_ms`` > 0 (ratios only) a rise also has to exceed that many ms to count:
+    FAIL needs the difference's lower bound above the floor too, and a difference whose
+    upper bound is within the floor PASSes whatever the ratio."""
     diff = quantile_difference(before_ms, after_ms, q, confidence, where=where)
     point, low, high = ((diff.ratio, diff.ratio_low, diff.ratio_high) if ratio
                         else (diff.diff, diff.diff_low, diff.diff_high))
@@ -225,23 +229,47 @@ def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, con
             f"{format_percent(confidence)} CI [{shown[1]}, {shown[2]}]{unit}")
     meets = high <= limit if ratio else high < limit
     status = Status.FAIL if low > limit else Status.PASS if meets else Status.INCONCLUSIVE
+    ending = endings[status]
+    if floor_ms > 0 and diff.diff_low is not None and diff.diff_high is not None:
+        status, ending = _with_floor(status, ending, diff.diff, diff.diff_low, diff.diff_high, floor_ms)
     return Check(status=status, ci_low=low, ci_high=high,
-                 detail=_join(f"{head}{endings[status]} {diff.counts()}", detail), **common)
+                 detail=_join(f"{head}{ending} {diff.counts()}", detail), **common)
+
+
+def _with_floor(status: Status, ending: str, diff: float | None, low: float, high: float,
+                floor_ms: float) -> tuple[Status, str]:
+    """A ratio verdict seen through a noise floor in ms: on an endpoint answering in a few
+    ms, doubling is a scheduler hiccup, not a regression anyone feels, so a FAIL also
+    needs the rise itself beyond ``floor_ms`` and a rise surely within it PASSes."""
+    floor = f"+{format_number(floor_ms)} ms"
+    shown = (f"after - before {format_number(diff) if diff is not None else 'n/a'} ms, "
+             f"CI [{format_number(low)}, {format_number(high)}] ms")
+    if high <= floor_ms:
+        return Status.PASS, f"{ending}, but {shown} is within the {floor} noise floor"
+    if status is Status.FAIL and low <= floor_ms:
+        return Status.INCONCLUSIVE, f"{ending}, but {shown} straddles the {floor} noise floor"
+    if status is Status.FAIL:
+        return status, f"{ending}; {shown}, beyond the {floor} noise floor"
+    return status, ending
 
 
 def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
-                     max_increase_pct: float = 20.0, confidence: float = 0.95, app: str | None = None,
-                     tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P1",
-                     window: str | None = None, detail: str = "") -> Check:
+                     max_increase_pct: float = 20.0, min_increase_ms: float = 0.0, confidence: float = 0.95,
+                     app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
+                     severity: str = "P1", window: str | None = None, detail: str = "") -> Check:
     """The q-quantile may grow by at most ``max_increase_pct`` from before to after, judged
     on the interval of the ratio after/before: FAIL when its lower bound exceeds 1 + pct/100
     (a regression beyond the allowance, with confidence), PASS when its upper bound is
     within it, INCONCLUSIVE otherwise, and with no baseline, no after data or runs too
-    small for an interval (the detail gives the n per run). ``n`` counts the after run."""
+    small for an interval (the detail gives the n per run). ``n`` counts the after run.
+
+    ``min_increase_ms`` is the noise floor: a rise must also exceed it in ms (the lower
+    bound of after - before) to FAIL, and a rise whose upper bound is within it PASSes —
+    a 3 ms endpoint answering in 6 ms is +100% but no regression."""
     where = f"regression_check {id}"
-    if isinstance(max_increase_pct, bool) or not isinstance(max_increase_pct, Real) \
-            or not (math.isfinite(max_increase_pct) and max_increase_pct >= 0):
-        raise ValueError(f"{where}: max_increase_pct must be a finite number >= 0, got {max_increase_pct!r}")
+    for name, value in (("max_increase_pct", max_increase_pct), ("min_increase_ms", min_increase_ms)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
     limit = 1.0 + max_increase_pct / 100.0
     rise, bar = f"+{format_number(float(max_increase_pct))}%", format_ratio(limit)
     return _comparison(where, before_ms, after_ms, q, confidence,
@@ -249,7 +277,8 @@ def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, aft
                        ratio=True, limit=limit,
                        endings={Status.FAIL: f": lower bound > {bar}, a rise beyond {rise}",
                                 Status.PASS: f": upper bound <= {bar}, a rise of at most {rise}",
-                                Status.INCONCLUSIVE: f" straddles {bar} ({rise})"})
+                                Status.INCONCLUSIVE: f" straddles {bar} ({rise})"},
+                       floor_ms=float(min_increase_ms))
 
 
 def improvement_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,

@@ -300,7 +300,29 @@ def test_regression_allowance_is_a_parameter() -> None:
                                    "a rise of at most +150%")
 
 
+@pytest.mark.parametrize(("scale", "factor", "floor", "status", "ending"), [
+    (0.02, 2.0, 10, Status.PASS, "lower bound > 1.2, a rise beyond +20%, but after - before 3.8 ms, "
+                                 "CI [3.4, 4.2] ms is within the +10 ms noise floor"),
+    (1.0, 2.0, 180, Status.INCONCLUSIVE, "lower bound > 1.2, a rise beyond +20%, but after - before 190 ms, "
+                                         "CI [169, 211] ms straddles the +180 ms noise floor"),
+    (1.0, 2.0, 100, Status.FAIL, "lower bound > 1.2, a rise beyond +20%; after - before 190 ms, "
+                                 "CI [169, 211] ms, beyond the +100 ms noise floor"),
+    (1.0, 1.2, 10, Status.INCONCLUSIVE, "straddles 1.2 (+20%)"),
+    (1.0, 1.2, 300, Status.PASS, "straddles 1.2 (+20%), but after - before 38 ms, CI [22.6, 53.4] ms is within "
+                                 "the +300 ms noise floor"),
+])
+def test_regression_needs_a_rise_beyond_the_noise_floor(scale: float, factor: float, floor: float,
+                                                         status: Status, ending: str) -> None:
+    """A few-ms endpoint that doubles is no regression; a real rise still FAILs; the ratio stays the headline."""
+    check = regression_check(**WHERE, before_ms=scale * ONE_TO_200, after_ms=factor * scale * ONE_TO_200,
+                             min_increase_ms=floor)
+    assert check.status is status and check.detail.endswith(f"{ending} (n=200 before, 200 after)")
+    assert (check.unit, check.threshold, check.observed) == ("ratio", 1.2, pytest.approx(factor))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_increase_ms": -1}, "regression_check latency.A7.lead: min_increase_ms must be a finite number >= 0, "
+                              "got -1"),
     ({"max_increase_pct": -5}, "regression_check latency.A7.lead: max_increase_pct must be a finite number >= 0, "
                                "got -5"),
     ({"max_increase_pct": math.inf}, "regression_check latency.A7.lead: max_increase_pct must be a finite number "
