@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from readiness.check import Status, load_checks
+from readiness.params import load_params
 from readiness.render import network_references
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
@@ -82,12 +83,13 @@ def test_default_sandbox_is_honest_about_a2_readiness(checks, run_dir) -> None:
     assert "404" in evidence["method_a"]["by_kind"]["ready"]
 
 
-def test_healthy_apps_are_live_by_both_sources(checks) -> None:
+def test_healthy_apps_are_live_by_both_sources(checks, test_params_file: Path) -> None:
+    per_app = load_params(test_params_file).smoke.samples_per_app
     for app in ("A1", "A3", "A4", "A5", "A6", "A7", "A8"):
         live = checks[f"smoke.{app}.liveness"]
         assert live.status is Status.PASS, (live.detail, [checks[f"smoke.{app}.{k}"].detail for k in
                                                            ("p95", "agreement", "error_rate", "stable")])
-        assert checks[f"smoke.{app}.agreement"].n == 400
+        assert checks[f"smoke.{app}.agreement"].n == per_app
 
 
 def test_gate_is_go_and_its_parts_recorded(checks) -> None:
