@@ -14,7 +14,8 @@ helps, the sample size that would decide it.
   :mod:`readiness.quantiles`: one-sided bounds decide (an SLO is one-sided), the
   two-sided interval is recorded for the reader.
 - Before/after comparisons of a percentile decide on the whole interval of
-  :func:`readiness.latency_stats.quantile_difference` (coverage >= c for any distribution).
+  :func:`readiness.latency_stats.quantile_difference` (coverage >= c for any distribution),
+  by the rule of :mod:`readiness.comparison_rule`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from readiness.check import Check, Status
-from readiness.latency_stats import Samples, quantile_difference
+from readiness.comparison_rule import compare
+from readiness.latency_stats import Samples
 from readiness.quantiles import (
     format_against,
     format_number,
@@ -206,51 +208,12 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
                 fields: dict[str, Any], detail: str, *, ratio: bool, limit: float,
                 endings: dict[Status, str], floor_ms: float = 0.0) -> Check:
-    """The before/after rule: PASS when the whole interval (of the ratio, or of the
-    difference in ms) meets ``limit`` (``<=`` for a ratio, ``<`` for a difference), FAIL
-    when it lies wholly above it, INCONCLUSIVE when it straddles it or does not exist.
-
-    With ``floor_ms`` > 0 (ratios only) a rise also has to exceed that many ms to count:
-    FAIL needs the difference's lower bound above the floor too, and a difference whose
-    upper bound is within the floor PASSes whatever the ratio."""
-    diff = quantile_difference(before_ms, after_ms, q, confidence, where=where)
-    point, low, high = ((diff.ratio, diff.ratio_low, diff.ratio_high) if ratio
-                        else (diff.diff, diff.diff_low, diff.diff_high))
-    common = {**fields, "threshold": limit, "comparator": "<=" if ratio else "<",
-              "unit": "ratio" if ratio else "ms", "n": diff.n_after, "observed": point}
-    if (reason := diff.missing()) is not None:
-        return Check(status=Status.INCONCLUSIVE, detail=_join(f"{reason} {diff.counts()}", detail), **common)
-    if point is None or low is None or high is None:  # inf - inf: neither series had a good answer there
-        why = f"{diff.label} undefined: no successful answer in either series at this quantile {diff.counts()}"
-        return Check(status=Status.INCONCLUSIVE, detail=_join(why, detail), **common)
-    fmt, unit = (format_ratio, "") if ratio else (format_number, " ms")
-    shown = [format_against(x, limit, fmt) for x in (point, low, high)]
-    head = (f"{diff.label} {'after/before' if ratio else 'after - before'} {shown[0]}{unit}, "
-            f"{format_percent(confidence)} CI [{shown[1]}, {shown[2]}]{unit}")
-    meets = high <= limit if ratio else high < limit
-    status = Status.FAIL if low > limit else Status.PASS if meets else Status.INCONCLUSIVE
-    ending = endings[status]
-    if floor_ms > 0 and diff.diff_low is not None and diff.diff_high is not None:
-        status, ending = _with_floor(status, ending, diff.diff, diff.diff_low, diff.diff_high, floor_ms)
-    return Check(status=status, ci_low=low, ci_high=high,
-                 detail=_join(f"{head}{ending} {diff.counts()}", detail), **common)
-
-
-def _with_floor(status: Status, ending: str, diff: float | None, low: float, high: float,
-                floor_ms: float) -> tuple[Status, str]:
-    """A ratio verdict seen through a noise floor in ms: on an endpoint answering in a few
-    ms, doubling is a scheduler hiccup, not a regression anyone feels, so a FAIL also
-    needs the rise itself beyond ``floor_ms`` and a rise surely within it PASSes."""
-    floor = f"+{format_number(floor_ms)} ms"
-    shown = (f"after - before {format_number(diff) if diff is not None else 'n/a'} ms, "
-             f"CI [{format_number(low)}, {format_number(high)}] ms")
-    if high <= floor_ms:
-        return Status.PASS, f"{ending}, but {shown} is within the {floor} noise floor"
-    if status is Status.FAIL and low <= floor_ms:
-        return Status.INCONCLUSIVE, f"{ending}, but {shown} straddles the {floor} noise floor"
-    if status is Status.FAIL:
-        return status, f"{ending}; {shown}, beyond the {floor} noise floor"
-    return status, ending
+    """:func:`readiness.comparison_rule.compare` recorded as a check (unit ratio or ms)."""
+    c = compare(before_ms, after_ms, q, confidence, where=where, ratio=ratio, limit=limit, endings=endings,
+                floor_ms=floor_ms)
+    return Check(status=c.status, observed=c.observed, ci_low=c.low, ci_high=c.high, n=c.n_after,
+                 threshold=limit, comparator="<=" if ratio else "<", unit="ratio" if ratio else "ms",
+                 detail=_join(c.text, detail), **fields)
 
 
 def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
