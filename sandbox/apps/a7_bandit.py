@@ -121,11 +121,7 @@ def _number(value: Any) -> bool:
 
 def parse_policy(body: Any) -> Policy:
     """The policy of a ``PUT /admin/cta/policy`` body, or :class:`PolicyError` on the first bad field."""
-    if not isinstance(body, dict):
-        raise PolicyError("body", "body must be a JSON object")
-    unknown = sorted(set(body) - set(POLICY_FIELDS))
-    if unknown:
-        raise PolicyError(unknown[0], f"unknown field: {unknown[0]}")
+    body = PolicyError.json_object(body, POLICY_FIELDS, unknown="unknown field")
     for name in POLICY_FIELDS:
         if name not in body:
             raise PolicyError(name, f"{name} is required")
@@ -151,11 +147,7 @@ def parse_policy(body: Any) -> Policy:
 
 def parse_simulation(body: Any) -> tuple[int, int | None]:
     """``(visits, seed)`` of a ``POST /admin/cta/simulate`` body, or :class:`PolicyError`."""
-    if not isinstance(body, dict):
-        raise PolicyError("body", "body must be a JSON object")
-    unknown = sorted(set(body) - set(SIMULATION_FIELDS))
-    if unknown:
-        raise PolicyError(unknown[0], f"unknown field: {unknown[0]}")
+    body = PolicyError.json_object(body, SIMULATION_FIELDS, unknown="unknown field")
     visits, seed = body.get("visits"), body.get("seed")
     if isinstance(visits, bool) or not isinstance(visits, int) or not 1 <= visits <= MAX_VISITS:
         raise PolicyError("visits", VISITS_MESSAGE)

@@ -80,11 +80,7 @@ def _valid_tags(tags: Any) -> bool:
 
 def validate_lead(body: Any) -> LeadForm:
     """The lead of a parsed JSON body, or :class:`LeadError` naming the first bad field."""
-    if not isinstance(body, dict):
-        raise LeadError("body", "body must be a JSON object")
-    unexpected = sorted(set(body) - set(FIELDS))
-    if unexpected:
-        raise LeadError(unexpected[0], f"unexpected field: {unexpected[0]}")
+    body = LeadError.json_object(body, FIELDS)
     for required in ("email", "name"):
         if required not in body:
             raise LeadError(required, f"{required} is required")

@@ -117,11 +117,7 @@ def _seconds(body: dict[str, Any], name: str, default: float, maximum: float) ->
 
 def validate_banner(body: Any) -> BannerForm:
     """The banner of a parsed JSON body, or :class:`BannerError` naming the first bad field."""
-    if not isinstance(body, dict):
-        raise BannerError("body", "body must be a JSON object")
-    unexpected = sorted(set(body) - set(FIELDS))
-    if unexpected:
-        raise BannerError(unexpected[0], f"unexpected field: {unexpected[0]}")
+    body = BannerError.json_object(body, FIELDS)
     app_id, message = body.get("app_id"), body.get("message")
     if not isinstance(app_id, str) or not app_id.strip() or len(app_id) > MAX_APP_ID:
         raise BannerError("app_id", f"app_id must be a non-empty string of at most {MAX_APP_ID} characters")

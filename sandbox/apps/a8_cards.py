@@ -105,15 +105,6 @@ def _optional(raw: dict[str, Any], name: str, where: str, limit: int) -> dict[st
     return {name: _text(raw[name], f"{where}.{name}", limit)} if name in raw else {}
 
 
-def _object(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CardError(where, f"{where} must be a JSON object")
-    unexpected = sorted(set(value) - set(allowed))
-    if unexpected:
-        raise CardError(f"{where}.{unexpected[0]}", f"unexpected field: {where}.{unexpected[0]}")
-    return value
-
-
 def _links(value: Any, *, required: bool) -> list[dict[str, str]]:
     if value is None and not required:
         return []
@@ -122,7 +113,7 @@ def _links(value: Any, *, required: bool) -> list[dict[str, str]]:
     links = []
     for i, item in enumerate(value):
         where = f"body.links[{i}]"
-        link = _object(item, where, ("label", "href"))
+        link = CardError.json_object(item, ("label", "href"), where=where, qualify=True)
         href = _text(link.get("href"), f"{where}.href", MAX_HREF)
         if not safe_href(href):
             raise CardError(f"{where}.href", f"{where}.href must be an http(s) URL or a relative path")
@@ -136,7 +127,7 @@ def _actions(value: Any) -> list[dict[str, str]]:
     actions = []
     for i, item in enumerate(value):
         where = f"body.actions[{i}]"
-        action = _object(item, where, ACTION_FIELDS)
+        action = CardError.json_object(item, ACTION_FIELDS, where=where, qualify=True)
         clean = {"text": _text(action.get("text"), f"{where}.text", MAX_ACTION_TEXT)}
         for name in ACTION_FIELDS[1:]:
             clean |= _optional(action, name, where, MAX_SHORT)
@@ -145,7 +136,7 @@ def _actions(value: Any) -> list[dict[str, str]]:
 
 
 def _body(kind: str, value: Any) -> dict[str, Any]:
-    raw = _object(value, "body", BODY_FIELDS[kind])
+    raw = CardError.json_object(value, BODY_FIELDS[kind], qualify=True)
     body: dict[str, Any] = {**_optional(raw, "run_id", "body", MAX_TAG), **_optional(raw, "text", "body", MAX_TEXT)}
     body["links"] = _links(raw.get("links"), required=kind == "links")
     if kind == "score":
@@ -160,12 +151,7 @@ def _body(kind: str, value: Any) -> dict[str, Any]:
 
 def validate_card(value: Any) -> CardForm:
     """The card of a parsed JSON body, or :class:`CardError` naming the first bad field."""
-    if not isinstance(value, dict):
-        raise CardError("body", "body must be a JSON object")
-    unexpected = sorted(set(value) - set(FIELDS))
-    if unexpected:
-        raise CardError(unexpected[0], f"unexpected field: {unexpected[0]}")
-    card: dict[str, Any] = value
+    card = CardError.json_object(value, FIELDS)
     card_id = card.get("id")
     if not isinstance(card_id, str) or not CARD_ID.fullmatch(card_id):
         raise CardError("id", "id must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -30,6 +31,19 @@ class FieldError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+    @classmethod
+    def json_object(cls, value: Any, allowed: Iterable[str], *, where: str = "body",
+                    unknown: str = "unexpected field", qualify: bool = False) -> dict[str, Any]:
+        """``value`` when it is a JSON object holding only ``allowed`` keys; else this error
+        naming the first culprit (``where.key`` with ``qualify``, else the bare key)."""
+        if not isinstance(value, dict):
+            raise cls(where, f"{where} must be a JSON object")
+        extra = sorted(set(value) - set(allowed))
+        if extra:
+            name = f"{where}.{extra[0]}" if qualify else extra[0]
+            raise cls(name, f"{unknown}: {name}")
+        return value
 
 
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
