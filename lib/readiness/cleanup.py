@@ -43,7 +43,7 @@ from readiness.approvals import require_approval
 from readiness.check import Check, Status
 from readiness.client import ClientLimits, GuardedClient, Sample, SyntheticPolicy
 from readiness.params import App, Params
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_frame
 from readiness.runfolder import RunFolder
 from readiness.sandbox_control import admin_headers
@@ -342,6 +342,7 @@ def cleanup_checks(dry: CleanupReport, real: CleanupReport) -> list[Check]:
     return checks
 
 
+@part("cleanup")
 def clean_up(phase: Phase) -> pd.DataFrame:
     """The phase's last data-touching step: a dry run, then the real run, of the namespace the
     params tag synthetic traffic with; records the ``cleanup.*`` checks."""

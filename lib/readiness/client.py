@@ -28,6 +28,8 @@ import asyncio
 import dataclasses
 import http.cookiejar
 import re
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -370,7 +372,33 @@ _FAILURES: tuple[tuple[type[Exception], str, str], ...] = (
 )
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (bounded: chains can loop)."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def _connect_class(exc: BaseException) -> tuple[str, str] | None:
+    """A finer class for a failed connection: DNS, TLS or refused (each an observation)."""
+    chain = _causes(exc)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "dns_error", "name resolution failed: {e}"
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return "tls_error", "TLS handshake failed: {e}"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "All connection attempts failed" in str(exc):
+        return "connect_error", "connection refused (nothing accepted the connection): {e}"
+    return None
+
+
 def _classify(exc: Exception, timeout: httpx.Timeout) -> tuple[str, str]:
     """Map an httpx failure to a stable ``Sample.error`` code and a short message."""
     code, text = next((c, t) for kind, c, t in _FAILURES if isinstance(exc, kind))
+    if isinstance(exc, httpx.ConnectError):
+        code, text = _connect_class(exc) or (code, text)
+    elif isinstance(exc, httpx.TransportError) and any(isinstance(e, ConnectionResetError) for e in _causes(exc)):
+        code, text = "connection_reset", "the connection was reset by the peer: {e}"
     return code, text.format(t=timeout, e=str(exc) or type(exc).__name__, n=type(exc).__name__)

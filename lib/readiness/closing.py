@@ -202,11 +202,14 @@ def a8_validation_after(phase: Phase) -> pd.DataFrame:
     root, checks, info = _context(phase)
     contract = [c for c in checks if c.phase == TELEMETRY and c.id.startswith("telemetry.")]
     center = [c for c in checks if c.phase in A8_PHASES and A8_CHECK.search(c.id)]
-    tiles = aio.run(read_tiles(phase))
+    no_center = closing_cards.command_center_absent(phase)
+    tiles = None if no_center else aio.run(read_tiles(phase))
     doc = validated(A8_FILE, {**_base(phase), "telemetry_contract": section(root, contract, (TELEMETRY,), checks, info),
                               "command_center": section(root, center, A8_PHASES, checks, info),
-                              "tiles_now": tiles})
+                              "tiles_now": tiles, **({"not_applicable": no_center} if no_center else {})})
     phase.run.write_json(A8_FILE, doc)
+    if tiles is None:
+        return pd.DataFrame([{"tile": "—", "value": no_center}])
     if tiles["status"] != 200:
         return pd.DataFrame([{"tile": "—", "value": f"GET {tiles['url']} failed: {tiles['error']}"}])
     return pd.DataFrame([{"tile": t.get("id"), "value": fmt_num(t.get("value"), t.get("unit", "")),

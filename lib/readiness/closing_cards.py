@@ -191,9 +191,21 @@ def card_checks(phase_name: str, app: str, cards: Sequence[dict[str, Any]], seen
     return checks
 
 
+def command_center_absent(phase: Phase) -> str | None:
+    """None when the ecosystem declares a command center (at ``telemetry_app``); else why not."""
+    if phase.params.telemetry_app is None or not phase.params.provides("command_center"):
+        return ("not applicable: the ecosystem declares no command center (params capabilities: command_center, "
+                "served by the telemetry_app)")
+    return None
+
+
 def post_cards(phase: Phase, score: ReadinessScore) -> pd.DataFrame:
     """Post the two read-only cards, read them back, and (sandbox) see them on the dashboard."""
     run, app = phase.run, phase.params.telemetry_app
+    if (no_center := command_center_absent(phase)) is not None:
+        return checks_frame(phase.record([
+            Check(id=f"closing.cards.{k}", phase=phase.name, title=f"read-only cards {k}", status=Status.SKIPPED,
+                  tags=TAGS, detail=no_center) for k in ("posted", "shown")]))
     cards = build_cards(run_id=run.root.name, ecosystem=phase.params.ecosystem, environment=phase.params.environment,
                         root=run.root, score=score, checks=run.read_checks())
     refusal = production_writes_allowed(phase, "two read-only cards on the command center", (app,))

@@ -31,6 +31,7 @@ from typing import Any
 from readiness.approvals import require_approval
 from readiness.check import Check, Status
 from readiness.params import Params
+from readiness.registry import REGISTRY
 from readiness.report import header, md_escape, md_table, status_line
 from readiness.runfolder import RunFolder
 from readiness.verdict import value_check
@@ -46,19 +47,10 @@ CHECK_PHASE = "gates"  # checks/gates.json: gate.gate_<n>.* ids (the rubric's ga
 TAGS = ("release_engineering", "runbooks_handover")
 RULES_PHASE = "10_security_ops"
 
-# What each phase changes in the ecosystem it audits. Phases not listed only read
-# (inventory, smoke, GET-only load, scoring); on prod the listed ones send only tagged
-# synthetic writes, and only under their own production_write approvals.
-MUTATES: dict[str, str] = {
-    "02_latency_profile": "switches the fix flags on and off again; posts synthetic leads to the hot path",
-    "04_funnels": "signs up synthetic learners and providers, creates listings, replays idempotent writes",
-    "05_monetization": "creates test-mode checkouts and credits; posts synthetic revenue; raises banners",
-    "06_telemetry_contract": "posts tagged sample events to the telemetry ingest",
-    "07_activation_growth": "onboards synthetic learners and spends their first AI credit",
-    "08_learning_autonomy": "applies a learned CTA policy (under its own approval), then restores it",
-    "09_resiliency": "injects 503 faults (under its own approval) and removes them",
-    "10_security_ops": "drives failed sign-ins; deletes the audit's synthetic data (namespace-tagged only)",
-}
+# What each phase changes in the ecosystem it audits, from the phase registry. Phases not
+# listed only read (inventory, smoke, GET-only load, scoring); on prod the listed ones send
+# only tagged synthetic writes, and only under their own production_write approvals.
+MUTATES: dict[str, str] = {p.name: p.mutates for p in REGISTRY if p.mutates}
 
 # Behavioural rollback checks recorded after the gate, per flag: the suffix of their check id.
 ROLLBACK_CHECKS = {"a8_banner_ttl": "banners.rollback", "a8_demo_mode": "demo_mode.rollback"}
@@ -115,18 +107,26 @@ def pass_gate(run: RunFolder, params: Params, gate: int, phase: str, waiting: Se
                     observed=decision.approval.id if decision.approval else None, tags=TAGS, evidence=evidence,
                     detail=decision.reason)]
     if gate == 1:
-        checks.append(_rehearsal_check(run))
+        checks.append(_rehearsal_check(run, params))
     run.record_checks(CHECK_PHASE, checks)
     return GateOutcome(gate, decision.granted, decision.reason, FILES[gate])
 
 
-def _rehearsal_check(run: RunFolder) -> Check:
-    """Every flag's rollback rehearsed and read back (INCONCLUSIVE where none was rehearsed)."""
+def _rehearsal_check(run: RunFolder, params: Params) -> Check:
+    """Every flag's rollback rehearsed and read back (INCONCLUSIVE where none was rehearsed).
+
+    Without a declared admin API there is no flag the suite can switch: SKIPPED, not applicable.
+    """
+    title = "every feature flag's rollback was rehearsed and verified before Gate 1"
+    if not params.provides("admin_api"):
+        return Check(id="gate.gate_1.rollback_rehearsed", phase=CHECK_PHASE, title=title, status=Status.SKIPPED,
+                     severity="P1", tags=TAGS, evidence=(ROLLBACK,),
+                     detail="not applicable: the ecosystem declares no admin_api (params capabilities), so no "
+                            "feature flag can be switched by the suite; its owners rehearse their rollbacks")
     rows = list(run.info().get("rollback_rehearsal") or [])
     rehearsed = [r for r in rows if r.get("switch_ms") is not None or r.get("verified")]
     verified = sum(bool(r.get("verified")) for r in rows)
-    return value_check(id="gate.gate_1.rollback_rehearsed", phase=CHECK_PHASE,
-                       title="every feature flag's rollback was rehearsed and verified before Gate 1",
+    return value_check(id="gate.gate_1.rollback_rehearsed", phase=CHECK_PHASE, title=title,
                        observed=verified if rehearsed else None, expected=len(rows), unit="flags", n=len(rows),
                        tags=TAGS, severity="P1", evidence=(ROLLBACK,),
                        detail=f"{verified} of {len(rows)} flags rolled back and read back" if rehearsed else

@@ -26,10 +26,10 @@ from readiness import aio
 from readiness.approvals import require_approval
 from readiness.check import Check, Status
 from readiness.client import Sample
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_frame, checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso
-from readiness.verdict import combine, rate_check, value_check
+from readiness.verdict import combine, rate_check, response_check, value_check
 
 PROBES = "evidence/inventory_probes.json"
 CHROMIUM_DEFAULT = "/usr/bin/chromium"
@@ -39,10 +39,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def _status_check(phase: Phase, cid: str, title: str, sample: Sample, expected: int, tags: tuple[str, ...],
                   severity: str = "P1") -> Check:
+    """A probe that must answer ``expected``; no answer at all (refused, TLS, timeout) is a FAIL."""
     got = sample.status
     detail = f"{sample.method} {sample.url} → {got if got is not None else sample.error}"
-    return value_check(id=cid, phase=phase.name, title=title, observed=got, expected=expected, comparator="==",
-                       app=sample.app, tags=tags, evidence=(PROBES,), severity=severity, detail=detail)
+    return response_check(id=cid, phase=phase.name, title=title, status=got, error=sample.error,
+                          error_detail=sample.error_detail, expected=expected, app=sample.app, tags=tags,
+                          evidence=(PROBES,), severity=severity, detail=detail)
 
 
 def probe_endpoints(phase: Phase) -> pd.DataFrame:
@@ -157,6 +159,7 @@ def production_writes_allowed(phase: Phase, what: str, apps: tuple[str, ...]) ->
     return None if decision.granted else decision.reason
 
 
+@part("enforcement")
 def check_enforcement(phase: Phase) -> pd.DataFrame:
     """Ingest and payment routes must refuse a write without the idempotency/trace headers."""
     routes = phase.params.gate.enforcement_routes
@@ -196,6 +199,7 @@ def check_enforcement(phase: Phase) -> pd.DataFrame:
         pd.DataFrame()
 
 
+@part("telemetry_burn_in")
 def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
     """Post synthetic events over the burn-in window and count what the store accepted and kept."""
     p = phase.params
@@ -252,18 +256,29 @@ def telemetry_burn_in(phase: Phase) -> pd.DataFrame:
 
     res = aio.run(go())
     phase.run.write_json("evidence/telemetry_burn_in.json", res)
-    kept = res["stored"] if res["stored"] is not None else 0
-    check = rate_check(id="inventory.gate.telemetry_acceptance", phase=phase.name,
-                       title="telemetry store accepts and keeps ≥ 99% of events over the burn-in",
-                       successes=min(kept, res["accepted"]), n=res["posted"] if res["stored"] is not None else 0,
-                       target=p.thresholds.telemetry_acceptance_min, tags=("gate", "observability"),
-                       evidence=("evidence/telemetry_burn_in.json",), severity="P1", window=res["window"],
-                       detail=f"posted {res['posted']}, accepted {res['accepted']}, read back {res['stored']}"
-                              + (f"; {'; '.join(res['failures'][:3])}" if res["failures"] else ""))
+    title = "telemetry store accepts and keeps ≥ 99% of events over the burn-in"
+    observed = f"posted {res['posted']}, accepted {res['accepted']}, read back {res['stored']}" + (
+        f"; {'; '.join(res['failures'][:3])}" if res["failures"] else "")
+    if res["stored"] is None and res["accepted"] == 0 and res["posted"] > 0:
+        # The declared store took none of the events and could not be read: that is what it did,
+        # not missing data (the failures say how: 404, refused, timeout, …).
+        check = Check(id="inventory.gate.telemetry_acceptance", phase=phase.name, title=title, status=Status.FAIL,
+                      observed=0.0, n=res["posted"], threshold=p.thresholds.telemetry_acceptance_min,
+                      comparator=">=", tags=("gate", "observability"), severity="P1",
+                      evidence=("evidence/telemetry_burn_in.json",), window=res["window"],
+                      detail=f"the declared telemetry store ({a8.id}) accepted none of the events; {observed}")
+    else:
+        kept = res["stored"] if res["stored"] is not None else 0
+        check = rate_check(id="inventory.gate.telemetry_acceptance", phase=phase.name, title=title,
+                           successes=min(kept, res["accepted"]), n=res["posted"] if res["stored"] is not None else 0,
+                           target=p.thresholds.telemetry_acceptance_min, tags=("gate", "observability"),
+                           evidence=("evidence/telemetry_burn_in.json",), severity="P1", window=res["window"],
+                           detail=observed)
     phase.record([check])
     return pd.DataFrame([{k: v for k, v in res.items() if k != "failures"}])
 
 
+@part("stripe_price")
 def stripe_price_step(phase: Phase) -> pd.DataFrame:
     """Resolve-or-create the micro price on Stripe (or check the configured one) and record its id."""
     from readiness.monetization import PRICE, price_step  # monetization uses this module's write guard
@@ -287,20 +302,31 @@ def go_no_go(phase: Phase) -> pd.DataFrame:
                             evidence=(PROBES,), detail=", ".join(f"{c.app}: {c.status}" for c in base))
     key_name = "STRIPE_SECRET_KEY"
     key = recorded.get(f"inventory.secrets.{key_name}")
-    key_gate = value_check(id="inventory.gate.stripe_key", phase=phase.name, title=f"{key_name} is present",
-                           observed=key.observed if key else None, expected=True, comparator="==",
-                           evidence=key.evidence if key else (),
-                           tags=("gate", "security"), severity="P1",
-                           detail=key.detail if key else f"{key_name} is not among params secrets.names")
+    key_title = f"{key_name} is present"
+    if (no_payments := phase.not_applicable("stripe_key")) is not None:
+        key_gate = Check(id="inventory.gate.stripe_key", phase=phase.name, title=key_title, status=Status.SKIPPED,
+                         tags=("gate", "security"), severity="P1", detail=no_payments)
+    else:
+        key_gate = value_check(id="inventory.gate.stripe_key", phase=phase.name, title=key_title,
+                               observed=key.observed if key else None, expected=True, comparator="==",
+                               evidence=key.evidence if key else (),
+                               tags=("gate", "security"), severity="P1",
+                               detail=key.detail if key else f"{key_name} is not among params secrets.names")
     parts = [base_gate, key_gate] + [c for cid, c in recorded.items()
                                      if cid.startswith("inventory.gate.") and cid not in
                                      ("inventory.gate.go", base_gate.id, key_gate.id)]
-    counted = [c for c in parts if c.status is not Status.SKIPPED]
-    skipped = [c.id for c in parts if c.status is Status.SKIPPED]
+    # A read-only production audit: the parts that would write do not apply (they say BLOCKED,
+    # for want of a production_write approval) and so do not count against the gate.
+    read_only = phase.params.environment == "prod"
+    counted = [c for c in parts if c.status is not Status.SKIPPED and not (read_only and c.status is Status.BLOCKED)]
+    left_out = [f"{c.id} ({c.status})" for c in parts if c not in counted]
+    not_applicable = [c.id.removeprefix(f"{phase.name}.").removesuffix(".applicable")
+                      for c in recorded.values() if c.id.endswith(".applicable") and c.status is Status.SKIPPED]
+    notes = ([f"not counted: {', '.join(left_out)}"] if left_out else []) + (
+        [f"parts not applicable to this ecosystem: {', '.join(not_applicable)}"] if not_applicable else [])
     evidence = ("evidence/go_no_go.json", *dict.fromkeys(e for c in parts for e in c.evidence))
     go = combine(id="inventory.gate.go", phase=phase.name, title="Phase 0 Go/No-Go gate", parts=counted,
-                 tags=("gate", "release_engineering"), severity="P0", evidence=evidence,
-                 detail=f"skipped, not counted: {', '.join(skipped)}" if skipped else "")
+                 tags=("gate", "release_engineering"), severity="P0", evidence=evidence, detail="; ".join(notes))
     decision = {Status.PASS: "GO", Status.FAIL: "NO-GO"}.get(go.status, f"undecided ({go.status}): not GO")
     phase.run.write_json("evidence/go_no_go.json", {"decision": decision, "detail": go.detail,
                                                     "parts": [c.to_dict() for c in parts]})

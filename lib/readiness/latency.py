@@ -19,7 +19,7 @@ from IPython.display import Markdown
 from readiness.check import Check, Status
 from readiness.history import SAMPLES_FILE, load_samples
 from readiness.params import App, Route
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.prober import ProbeSettings, ProbeTarget, run_probe
 from readiness.report import checks_frame
 from readiness.sandbox_control import set_flag
@@ -97,6 +97,7 @@ def _flag_label(flag: str, state: str) -> str:
     return f"{flag}={state}"
 
 
+@part("flag_comparison")
 def compare_flags(phase: Phase) -> pd.DataFrame | Markdown:
     """Sandbox only: each compared route with its flag ON, then OFF again (rollback)."""
     comparisons = phase.params.latency.compare_flags
@@ -163,8 +164,8 @@ def verdicts(phase: Phase) -> pd.DataFrame:
 
 def _flag_checks(phase: Phase, profile_frame: pd.DataFrame) -> list[Check]:
     """Fix ON against the configured state, and the rollback against fix ON (same run)."""
-    if not phase.params.latency.compare_flags:
-        return []
+    if not phase.params.latency.compare_flags or phase.not_applicable("flag_comparison"):
+        return []  # the comparison did not run here (compare_flags recorded why)
     allsamples = load_samples(phase.run.root)
     t = phase.params.thresholds
     checks: list[Check] = []

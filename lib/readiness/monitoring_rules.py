@@ -43,7 +43,7 @@ from readiness import aio
 from readiness.check import Check
 from readiness.client import GuardedClient
 from readiness.params_ops import AlertRule
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
 from readiness.verdict import value_check
@@ -83,10 +83,10 @@ class RuleReplay:
 
 def _field(event: Mapping[str, Any], dotted: str) -> Any:
     node: Any = event
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
             return None
-        node = node[part]
+        node = node[key]
     return node
 
 
@@ -252,6 +252,7 @@ async def _await_arrival(phase: Phase, client: GuardedClient, traces: set[str], 
         await asyncio.sleep(0.5)
 
 
+@part("failed_logins")
 def drive_auth_traffic(phase: Phase) -> pd.DataFrame:
     """Sandbox only: noise (isolated failed logins), then an incident (a burst of them).
 
@@ -353,6 +354,7 @@ def _timeline(before: list[RuleReplay], after: list[RuleReplay], incidents: list
     return md_table(["time (UTC)", "what"], [(_when(t), what) for t, what in sorted(marks)]) if marks else "_none_"
 
 
+@part("monitoring")
 def replay(phase: Phase) -> Markdown:
     """Replay ``monitoring.before`` and ``monitoring.after`` over the run's recorded telemetry.
 

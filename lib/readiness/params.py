@@ -8,6 +8,11 @@ Validation is strict on purpose: an unknown key is far more often a typo that wo
 silently fall back to a default (``p59_ms``) than a deliberate extension, and a wrong
 threshold makes every verdict downstream wrong. Errors name the field
 (``apps[2].base_url: …``) so that a user can fix the file without reading code.
+
+Paths written in the params (``rubric_file``, ``security.scan_paths``) resolve against the
+params file's folder, never the working directory, so a params file means the same thing
+wherever it is copied and whoever runs it; a path that does not exist is refused while
+validating rather than discovered by the phase that needs it.
 """
 
 from __future__ import annotations
@@ -46,16 +51,57 @@ from readiness.params_sections import (
     Thresholds,
     Windows,
 )
+from readiness.registry import CAPABILITIES as _REGISTRY_CAPABILITIES
+from readiness.registry import PHASES
 
-__all__ = ["HTTP_METHODS", "PHASES", "App", "ConfigFileError", "Params", "ParamsError", "Route", "Slo", "interpolate",
-           "format_validation_error", "is_loopback", "load_params", "parse_params", "read_yaml"]
+__all__ = ["BUNDLED_RUBRIC", "CAPABILITIES", "DEFAULT_RUBRIC_NAME", "HTTP_METHODS", "PHASES", "SANDBOX_SCAN_PATHS",
+           "App", "Capability", "ConfigFileError", "Params", "ParamsError", "Route", "Slo", "format_validation_error",
+           "interpolate", "is_loopback", "load_params", "parse_params", "read_yaml", "resolve_param_path"]
 
-PHASES = (
-    "00_inventory", "01_smoke", "02_latency_profile", "03_baseline_load", "04_funnels",
-    "05_monetization", "06_telemetry_contract", "07_activation_growth", "08_learning_autonomy",
-    "09_resiliency", "10_security_ops", "11_readiness_score",
-)
 SMOKE_ENDPOINTS = 3  # health, ready and one action per app, probed in turn
+
+#: The suite's own checkout (this file is lib/readiness/params.py). Found from the library's
+#: path, not from the working directory or the params file, so the bundled rubric and the
+#: sandbox's sources are found wherever the params file lives.
+_SUITE_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_RUBRIC = _SUITE_ROOT / "params" / "rubric.yaml"
+DEFAULT_RUBRIC_NAME = "rubric.yaml"  # looked for beside the params file before the bundled one
+#: What the secret scan covers on the sandbox target when ``security.scan_paths`` is unset.
+SANDBOX_SCAN_PATHS = (_SUITE_ROOT / "sandbox", _SUITE_ROOT / "lib")
+
+#: What an ecosystem may provide (names and meanings in the phase registry). A phase that
+#: needs something the params do not declare is SKIPPED as not applicable instead of failing
+#: against an ecosystem that never had it. Checked by the ``capabilities`` validator.
+Capability = str
+CAPABILITIES: tuple[str, ...] = tuple(_REGISTRY_CAPABILITIES)
+
+
+def resolve_param_path(value: str, params_file: str | os.PathLike[str] | None) -> Path:
+    """A path written in the params, made absolute: relative ones resolve against the params
+    file's folder (the working directory when the params come from no file).
+
+    The params file is resolved first, so a relative ``--params`` and a run started from
+    another folder agree. The result is not normalised (``/x/params/../sandbox``): it shows
+    how it was formed, and the filesystem resolves it the same either way.
+    """
+    path = Path(value)
+    return path if path.is_absolute() else _base_dir(params_file) / path
+
+
+def _base_dir(params_file: str | os.PathLike[str] | None) -> Path:
+    return Path(params_file).resolve().parent if params_file is not None else Path.cwd()
+
+
+def _missing(field: str, value: str, params_file: str | os.PathLike[str] | None, *, file: bool = False) -> str | None:
+    """``field: value does not exist (resolved against …)`` when the path is not there, else None."""
+    path = resolve_param_path(value, params_file)
+    if path.exists() and (path.is_file() or not file):
+        return None
+    problem = "is not a file" if path.exists() else "does not exist"
+    if Path(value).is_absolute():
+        return f"{field}: {value} {problem}"
+    where = (f"{Path(params_file).resolve()}'s folder" if params_file is not None else "the working directory")
+    return f"{field}: {value} {problem} (resolved against {where}: {path})"
 
 
 class ConfigFileError(Exception):
@@ -107,10 +153,39 @@ class Params(StrictModel):
     growth: Growth = Field(default_factory=Growth)
     attestation: Attestation = Field(default_factory=Attestation)
     release: Release = Field(default_factory=Release)
-    telemetry_app: str = "A8"
+    capabilities: list[Capability] = Field(default_factory=lambda: list(CAPABILITIES))
+    telemetry_app: str | None = "A8"  # None: the ecosystem has no telemetry store
     telemetry_key_secret: str | None = "A8_TELEMETRY_KEY"  # secret name of the ingest bearer token
-    rubric_file: str = "rubric.yaml"  # relative to the params file's folder
+    # None: rubric.yaml beside the params file if there is one, else the bundled one (rubric_path)
+    rubric_file: str | None = Field(default=None, min_length=1)
     phases: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capability_defaults(cls, data: Any) -> Any:
+        """Capabilities left out mean everything, except a telemetry store the params say is absent.
+
+        Done before validation so that the validated model states what it means; an explicit
+        list that contradicts a null ``telemetry_app`` is refused later (``_cross_checks``).
+        """
+        if isinstance(data, dict) and "capabilities" not in data and "telemetry_app" in data \
+                and data["telemetry_app"] is None:
+            return {**data, "capabilities": [c for c in CAPABILITIES if c != "telemetry_store"]}
+        return data
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capability_names(cls, v: Any) -> Any:
+        """Unknown and repeated names in one line each (a typo must not silently skip a phase)."""
+        if not isinstance(v, list):
+            return v  # pydantic reports the type
+        unknown = [c for c in v if c not in CAPABILITIES]
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+        dupes = [c for c in CAPABILITIES if v.count(c) > 1]
+        if dupes:
+            raise ValueError(f"duplicate capabilities: {', '.join(dupes)}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -194,7 +269,10 @@ class Params(StrictModel):
         ids = {a.id for a in self.apps}
         if self.telemetry_key_secret and self.telemetry_key_secret not in self.secrets.names:
             raise ValueError(f"telemetry_key_secret: {self.telemetry_key_secret!r} is not in secrets.names")
-        if self.telemetry_app not in ids:
+        if self.telemetry_app is None and "telemetry_store" in self.capabilities:
+            raise ValueError("capabilities: telemetry_store is declared but telemetry_app is null; name the app "
+                             "that stores telemetry in telemetry_app, or remove telemetry_store from capabilities")
+        if self.telemetry_app is not None and self.telemetry_app not in ids:
             raise ValueError(f"telemetry_app: {self.telemetry_app!r} is not one of the apps ({', '.join(sorted(ids))})")
         for i, route in enumerate(self.gate.enforcement_routes):
             if route.app not in ids:
@@ -242,9 +320,52 @@ class Params(StrictModel):
     def owners(self) -> dict[str, str]:
         return {a.id: a.owner for a in self.apps}
 
-    def rubric_path(self, params_file: str | os.PathLike[str]) -> Path:
-        path = Path(self.rubric_file)
-        return path if path.is_absolute() else Path(params_file).resolve().parent / path
+    def provides(self, name: str) -> bool:
+        """Whether the ecosystem declares ``name`` (see :data:`Capability`).
+
+        An unknown name raises instead of answering False: a misspelt requirement would
+        otherwise skip its phase on every ecosystem.
+        """
+        if name not in CAPABILITIES:
+            raise ValueError(f"unknown capability {name!r} (known: {', '.join(CAPABILITIES)})")
+        return name in self.capabilities
+
+    def rubric_path(self, params_file: str | os.PathLike[str] | None) -> Path:
+        """The rubric file of this configuration; the one answer for validate, the runner and scoring.
+
+        An explicit ``rubric_file`` resolves against the params file's folder (validation has
+        checked that it exists). Left unset, it is ``rubric.yaml`` beside the params file when
+        there is one, else the bundled ``params/rubric.yaml``: a params file copied out of
+        the project still scores with the default ladder.
+        """
+        if self.rubric_file is not None:
+            return resolve_param_path(self.rubric_file, params_file)
+        beside = resolve_param_path(DEFAULT_RUBRIC_NAME, params_file)
+        return beside if beside.is_file() else BUNDLED_RUBRIC
+
+    def scan_roots(self, params_file: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
+        """What the secret scan covers: each entry as written (or defaulted) and its absolute path.
+
+        The one place that resolves ``security.scan_paths`` (validation and the scan both
+        call it). Unset, it is the suite's own sources on the sandbox and nothing elsewhere.
+        """
+        entries = self.security.scan_paths
+        if entries is None:
+            entries = [str(p) for p in SANDBOX_SCAN_PATHS] if self.target == "sandbox" else []
+        return [(entry, resolve_param_path(entry, params_file)) for entry in entries]
+
+    def path_problems(self, params_file: str | os.PathLike[str] | None) -> list[str]:
+        """``field: …`` lines for paths in the params that are not there (empty when all are).
+
+        Only paths the user wrote are checked; the defaults fall back (rubric) or are the
+        suite's own business (the sandbox's scan).
+        """
+        problems = []
+        if self.rubric_file is not None:
+            problems.append(_missing("rubric_file", self.rubric_file, params_file, file=True))
+        for i, entry in enumerate(self.security.scan_paths or []):
+            problems.append(_missing(f"security.scan_paths[{i}]", entry, params_file))
+        return [p for p in problems if p is not None]
 
     @property
     def profile_note(self) -> str:
@@ -309,8 +430,13 @@ def format_validation_error(err: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
-def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | None = None) -> Params:
-    """Validate an already-parsed YAML/JSON document."""
+def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | None = None, *,
+                 params_file: str | os.PathLike[str] | None = None) -> Params:
+    """Validate an already-parsed YAML/JSON document.
+
+    ``params_file`` is where the document was read from: relative paths in it resolve
+    against that file's folder, or against the working directory when it is None.
+    """
     if not isinstance(data, dict):
         raise ParamsError(source, ["(top level): expected a mapping of keys to values"])
     try:
@@ -318,9 +444,13 @@ def parse_params(data: Any, source: str = "<params>", env: Mapping[str, str] | N
     except ParamsError as exc:
         raise ParamsError(source, exc.errors) from None
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as exc:
         raise ParamsError(source, [format_validation_error(e) for e in exc.errors()]) from None
+    problems = params.path_problems(params_file)
+    if problems:
+        raise ParamsError(source, problems)
+    return params
 
 
 def read_yaml(path: str | os.PathLike[str], error: Callable[[str, list[str]], Exception]) -> Any:
@@ -340,4 +470,4 @@ def read_yaml(path: str | os.PathLike[str], error: Callable[[str, list[str]], Ex
 
 def load_params(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Params:
     """Read and validate a params file; :class:`ParamsError` names every bad field."""
-    return parse_params(read_yaml(path, ParamsError), str(Path(path)), env)
+    return parse_params(read_yaml(path, ParamsError), str(Path(path)), env, params_file=path)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from readiness.params_sections import StrictModel, UrlPath
+from readiness.params_sections import HttpUrl, StrictModel, UrlPath
 
 HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 _APP_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -52,7 +52,7 @@ class App(StrictModel):
     id: str
     name: str = Field(min_length=1)
     role: str = Field(min_length=1)
-    base_url: str
+    base_url: HttpUrl
     owner: str = Field(min_length=1)
     health_path: UrlPath = "/health"
     ready_path: UrlPath = "/ready"
@@ -67,20 +67,6 @@ class App(StrictModel):
         if not _APP_ID.match(v):
             raise ValueError(f"app id must be a letter followed by letters, digits, '-' or '_' (max 32), got {v!r}")
         return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid URL {v!r}: expected http(s)://host[:port]")
-        try:
-            _ = parts.port  # urlsplit validates the port lazily
-        except ValueError:
-            raise ValueError(f"invalid URL {v!r}: bad port") from None
-        if parts.query or parts.fragment:
-            raise ValueError(f"invalid URL {v!r}: a base URL has no query or fragment")
-        return v.rstrip("/")
 
 
     @model_validator(mode="after")

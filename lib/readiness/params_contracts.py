@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from readiness.params_sections import StrictModel, UrlPath
+from readiness.params_sections import Currency, StrictModel, UrlPath
 
 TELEMETRY_REQUIRED_EVENTS = (
     "identity_ok", "page_build_requested", "page_published", "bandit_config", "cta_emitted", "cta_impression",
@@ -205,7 +205,7 @@ class B2B(StrictModel):
     fee_pct: float = Field(default=3, ge=0, lt=100)
     ai_markup_x: float = Field(default=4, ge=1, le=100)
     base_costs_cents: list[int] = Field(default_factory=lambda: [1234, 37, 999, 5], min_length=1)
-    currency: str = Field(default="usd", pattern=r"^[a-z]{3}$")
+    currency: Currency = "usd"
     landing_app: str = "A7"
     landing_path: UrlPath = "/for-providers"
     portal_app: str = "A6"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +26,23 @@ RESTRICTED_ACTIONS = (
     "gate_2_production_action",  # the run may go past Gate 2: phases that act on production
 )
 
+#: Active ISO 4217 alphabetic codes (list one: currencies, funds and precious metals), kept
+#: here as data so validation needs no network and no extra package. Source: the ISO 4217
+#: list as maintained by Debian's iso-codes, with the 2023–2024 amendments applied (HRK and
+#: ZWL withdrawn; ZWG and XCG added). ANG, CUC and SLL are being phased out but stay: a
+#: payment account may still hold them, and refusing one would block a real audit for no
+#: gain. XTS (testing) and XXX (no currency) are left out: nothing can be priced in them.
+ISO_4217_CODES: frozenset[str] = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN
+    BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR
+    KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV
+    MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG
+    SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN
+    UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU
+    XUA YER ZAR ZMW ZWG
+""".split())
+
 
 def _url_path(v: str) -> str:
     if not v.startswith("/"):
@@ -34,6 +52,39 @@ def _url_path(v: str) -> str:
 
 #: A path on an app ("/api/x"): the one rule every path field of the params shares.
 UrlPath = Annotated[str, AfterValidator(_url_path)]
+
+
+def http_url(v: str) -> str:
+    """An http(s) URL of a service (``scheme://host[:port][/prefix]``), without a trailing '/'.
+
+    One rule for every base URL of the params (apps, a Stripe-compatible API): a URL that
+    would only fail at the first request is refused while the file is being validated.
+    """
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid URL {v!r}: expected http(s)://host[:port]")
+    try:
+        _ = parts.port  # urlsplit validates the port lazily
+    except ValueError:
+        raise ValueError(f"invalid URL {v!r}: bad port") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"invalid URL {v!r}: a base URL has no query or fragment")
+    return v.rstrip("/")
+
+
+#: An http(s) base URL (see :func:`http_url`).
+HttpUrl = Annotated[str, AfterValidator(http_url)]
+
+
+def _currency(v: str) -> str:
+    """Lower case, as Stripe writes currencies, so that comparisons with its answers are exact."""
+    if v.upper() not in ISO_4217_CODES:
+        raise ValueError(f"{v!r} is not an ISO 4217 currency code (three letters, e.g. usd, eur, gbp)")
+    return v.lower()
+
+
+#: A currency: an ISO 4217 alphabetic code in any case, normalised to lower case.
+Currency = Annotated[str, AfterValidator(_currency)]
 
 
 class StrictModel(BaseModel):
@@ -224,13 +275,20 @@ class Gate(StrictModel):
 
 
 class Stripe(StrictModel):
-    """The micro price resolved or created in Phase 0/4."""
+    """The micro price resolved or created in Phase 0/4, and where the Stripe API is.
+
+    ``api_base`` is the http(s) URL of a Stripe-compatible API (localstripe on loopback,
+    a company's Stripe proxy). None means Stripe's public API for an external target and
+    the sandbox's own local Stripe for the sandbox. Whether the ecosystem takes payments
+    at all is the ``payments`` capability, not a setting here.
+    """
 
     price_id_micro_sku: str = "AUTO_RESOLVE_OR_CREATE"
     micro_amount_cents: int = Field(default=50, ge=50)
-    currency: str = "usd"
+    currency: Currency = "usd"
     product_name: str = "Micro QA Charge"
     lookup_key: str = "micro_qa_charge"
+    api_base: HttpUrl | None = None
 
 
 class HttpLimits(StrictModel):
@@ -274,12 +332,16 @@ class Sandbox(StrictModel):
 class Security(StrictModel):
     """Security and ops checks (``10_security_ops``): what to scan and which endpoints to probe.
 
-    ``scan_paths`` are relative to the params file's folder (the sandbox scans its own
-    source). ``admin_paths`` must answer 401/403 without credentials on every app;
+    ``scan_paths`` are files or folders of source to scan for hard-coded secrets; relative
+    ones resolve against the params file's folder, and each must exist when the params are
+    validated (:meth:`readiness.params.Params.scan_roots` is the one place that resolves
+    them). None (the default) means the suite's own sources on the sandbox target and
+    nothing on an external one, whose code is not on this machine unless named here.
+    ``admin_paths`` must answer 401/403 without credentials on every app;
     ``cors_probe_origin`` is an origin no app may reflect.
     """
 
-    scan_paths: list[str] = Field(default_factory=lambda: ["../sandbox", "../lib"])
+    scan_paths: list[Annotated[str, Field(min_length=1)]] | None = None
     scan_exclude: list[str] = Field(default_factory=lambda: [r"\.venv/", r"__pycache__/", r"tests/"])
     admin_paths: list[UrlPath] = Field(default_factory=lambda: ["/admin/faults", "/admin/flags"])
     cors_probe_origin: str = "https://cors-probe.invalid"

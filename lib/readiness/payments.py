@@ -74,7 +74,10 @@ def key_mode(key: str, name: str = SECRET_KEY_NAME) -> Mode:
 
 
 def api_base(params: Params) -> str:
-    """Stripe's API for an external ecosystem; the sandbox's local Stripe for the sandbox."""
+    """``stripe.api_base`` when the params name a Stripe-compatible API; else Stripe's API for
+    an external ecosystem and the sandbox's local Stripe for the sandbox."""
+    if params.stripe.api_base is not None:
+        return params.stripe.api_base
     if params.target != "sandbox":
         return stripe.DEFAULT_API_BASE
     from readiness.sandbox_control import sandbox_status

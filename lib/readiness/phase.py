@@ -8,19 +8,23 @@ touches an earlier run's evidence.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from IPython.display import Markdown
 
 from readiness.charts import enable_offline_rendering
-from readiness.check import Check
+from readiness.check import Check, Status
 from readiness.client import ClientLimits, GuardedClient, SyntheticPolicy
-from readiness.params import PHASES, Params, load_params
+from readiness.params import Params, load_params
+from readiness.registry import PHASES, not_applicable_reason
 from readiness.runfolder import RunFolder
 from readiness.sandbox_control import ensure_sandbox
-from readiness.telemetry import A8HttpSource
+from readiness.telemetry import A8HttpSource, AbsentSource
 
 
 def project_root() -> Path:
@@ -57,7 +61,16 @@ class Phase:
             keep_alive=keep_alive,
             allowed_hosts=frozenset(a.host for a in self.params.apps) if self.params.target == "sandbox" else None)
 
-    def telemetry(self, client: GuardedClient) -> A8HttpSource:
+    def telemetry(self, client: GuardedClient) -> A8HttpSource | AbsentSource:
+        """The telemetry store's client, or a source whose every read says there is none.
+
+        Callers already treat :class:`TelemetryUnavailable` as "method B has no data", so an
+        undeclared store reaches them the same way a store that does not answer does, with
+        the reason "no telemetry source".
+        """
+        if self.params.telemetry_app is None or not self.params.provides("telemetry_store"):
+            return AbsentSource("no telemetry source: the ecosystem declares no telemetry store "
+                                "(params telemetry_app / capabilities)")
         app = self.params.app(self.params.telemetry_app)
         return A8HttpSource(app.base_url, client, app.id)
 
@@ -70,6 +83,17 @@ class Phase:
     def auth_headers(self, app_id: str) -> dict[str, str]:
         """Credentials a write to ``app_id`` needs (today: the telemetry store's ingest key)."""
         return self.telemetry_auth() if app_id == self.params.telemetry_app else {}
+
+    def not_applicable(self, part: str | None = None) -> str | None:
+        """None when this phase (or one registered part of it) applies to the ecosystem; else why not."""
+        return not_applicable_reason(self.name, self.params.capabilities, part)
+
+    def skip_part(self, part: str, reason: str) -> Check:
+        """Record that one part of this phase does not apply (SKIPPED, with the reason)."""
+        check = Check(id=f"{self.name}.{part}.applicable", phase=self.name, title=f"{part} applies to this ecosystem",
+                      status=Status.SKIPPED, severity="P3", tags=("not_applicable",), detail=reason)
+        self.record([check])
+        return check
 
     def record(self, checks: list[Check]) -> list[Check]:
         self.run.record_checks(self.name, checks)
@@ -104,3 +128,28 @@ def open_phase(name: str, params_file: str, run_dir: str = "") -> Phase:
     run.producer = name
     enable_offline_rendering()
     return Phase(name=name, params=params, params_file=path, run=run)
+
+
+_R = TypeVar("_R")
+
+
+def part(name: str) -> Callable[[Callable[..., _R]], Callable[..., _R | Markdown]]:
+    """Mark a notebook-cell function as one registered part of its phase (see ``registry.PARTS``).
+
+    When the ecosystem does not declare what the part needs, the function is not called:
+    a SKIPPED check with the reason is recorded and the cell shows it. The function's first
+    argument must be the :class:`Phase`.
+    """
+
+    def decorate(fn: Callable[..., _R]) -> Callable[..., _R | Markdown]:
+        @functools.wraps(fn)
+        def wrapper(phase: Phase, *args: Any, **kwargs: Any) -> _R | Markdown:
+            reason = phase.not_applicable(name)
+            if reason:
+                phase.skip_part(name, reason)
+                return Markdown(f"**SKIPPED** — {reason}")
+            return fn(phase, *args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -91,7 +91,7 @@ SAMPLE_COLUMNS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "send_lag_ms": ("float64", "sent_at - intended_at in ms: the prober's own lateness, not the target's"),
     "status": ("Int64", "HTTP status; <NA> when no response arrived"),
     "ok": ("bool", "a complete response with a status below 400"),
-    "error": ("string", "failure code (timeout, connect_error, protocol_error, too_large, invalid_body, "
+    "error": ("string", "failure code (timeout, connect_error, dns_error, tls_error, connection_reset, protocol_error, too_large, invalid_body, "
                         "network_error, transport_error); <NA> when none"),
     "connect_ms": ("float64", "TCP connect time; NaN when a kept-alive connection was reused"),
     "tls_ms": ("float64", "TLS handshake time; NaN for plain http or a reused connection"),

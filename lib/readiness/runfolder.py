@@ -17,6 +17,7 @@ import datetime as dt
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -46,6 +47,10 @@ ALWAYS_SECRET = ("SANDBOX_ADMIN_TOKEN",)  # the sandbox's admin token is a secre
 
 class RunFolderError(Exception):
     """A run-folder operation failed; the message says what and that nothing was replaced."""
+
+
+class DiskFull(RunFolderError):
+    """The run folder's disk is full: nothing more can be written, so the run must stop at once."""
 
 
 def _now() -> dt.datetime:
@@ -162,8 +167,10 @@ class RunFolder:
         except OSError as exc:
             if tmp_name and os.path.exists(tmp_name):
                 os.unlink(tmp_name)
-            why = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-            raise RunFolderError(f"could not write {relpath}: {why}; the previous content (if any) is unchanged") from None
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            why = "disk full" if full else (exc.strerror or str(exc))
+            raise (DiskFull if full else RunFolderError)(
+                f"could not write {relpath}: {why}; the previous content (if any) is unchanged") from None
         self._note_producer(relpath, producer or self.producer)
         return target
 
@@ -171,7 +178,9 @@ class RunFolder:
         return self.write_bytes(relpath, text.encode("utf-8"), producer=producer)
 
     def write_json(self, relpath: str, obj: Any, *, producer: str | None = None) -> Path:
-        text = json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False)
+        """Strict JSON: a non-finite float (a latency without an answer, a NaN) is written as null,
+        since JSON has no infinity; the report beside it says what the missing value means."""
+        text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=str, allow_nan=False)
         return self.write_text(relpath, text + "\n", producer=producer)
 
     def write_frame(self, relpath: str, frame: Any, *, producer: str | None = None) -> Path:
@@ -280,6 +289,19 @@ class RunFolder:
             files.append({"path": rel, "sha256": digest, "bytes": f.stat().st_size,
                           "producer": producers.get(rel)})
         return self.write_json(MANIFEST, {"generated_at": _iso(_now()), "files": files}, producer="runner")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, NaN) replaced by None, containers walked."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():  # a numpy scalar
+        return _finite(obj.item())
+    return obj
 
 
 def run_status(run_dir: str | os.PathLike[str]) -> str:

@@ -29,11 +29,20 @@ from readiness import gates
 from readiness.attestation import AttestationError, sign_run, signing_key, write_attestation
 from readiness.check import Check, CheckFileError, Status, summarize
 from readiness.notebook_exec import execute_notebook
-from readiness.params import PHASES, Params, load_params
+from readiness.params import Params, load_params
 from readiness.phase import default_outputs_dir, project_root
+from readiness.registry import PHASES, not_applicable_reason
 from readiness.render import render_index, render_notebook
 from readiness.rubric import load_rubric
-from readiness.runfolder import PARAMS_SNAPSHOT, PENDING_SCORE, SCORE_FILE, RunFolder, RunFolderError, run_status
+from readiness.runfolder import (
+    PARAMS_SNAPSHOT,
+    PENDING_SCORE,
+    SCORE_FILE,
+    DiskFull,
+    RunFolder,
+    RunFolderError,
+    run_status,
+)
 from readiness.sandbox_control import ensure_sandbox, reset_sandbox, stop_sandbox
 
 SCORE_PHASE = "11_readiness_score"
@@ -57,7 +66,7 @@ class RunFailed(Exception):
 @dataclass
 class PhaseResult:
     phase: str
-    status: str  # OK | ERROR | BLOCKED | STOPPED | WAITING (behind a human approval gate)
+    status: str  # OK | ERROR | SKIPPED (not applicable) | BLOCKED | STOPPED | WAITING (behind a human approval gate)
     elapsed_s: float
     notebook: str | None = None
     html: str | None = None
@@ -106,6 +115,14 @@ def select_phases(available: dict[str, Path], wanted: Sequence[str] | None) -> l
 
 def _sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+_DISK_FULL = ("disk full", "No space left on device", "[Errno 28]")
+
+
+def _disk_full(error: str | None) -> bool:
+    """A phase that failed because the run folder's disk is full: the run cannot go on."""
+    return bool(error) and any(mark in error for mark in _DISK_FULL)
 
 
 def _blocked(run: RunFolder, phase: str, reason: str, status: Status) -> None:
@@ -271,8 +288,12 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
                 continue
             t0 = time.monotonic()
             stopped = _stop_condition(run)
-            gate = gates.gate_for(params, phase)
-            if stopped and phase != SCORE_PHASE:
+            not_applicable = not_applicable_reason(phase, params.capabilities)
+            gate = gates.gate_for(params, phase) if not not_applicable else None
+            if not_applicable:
+                _blocked(run, phase, not_applicable, Status.SKIPPED)
+                result = PhaseResult(phase, "SKIPPED", 0.0, error=not_applicable)
+            elif stopped and phase != SCORE_PHASE:
                 _blocked(run, phase, stopped, Status.STOPPED)
                 result = PhaseResult(phase, "STOPPED", 0.0, error=stopped)
             elif blocked_reason and phase != SCORE_PHASE:
@@ -293,11 +314,15 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
                 error = execute_notebook(run, phase, available[phase], params_path)
                 result = PhaseResult(phase, "ERROR" if error else "OK", 0.0, notebook=f"notebooks/{phase}.ipynb",
                                      error=error)
+                if _disk_full(error):
+                    raise DiskFull(f"{phase}: {error}")
                 if error:
                     _blocked(run, phase, f"notebook failed: {error}", Status.ERROR)
                 try:
                     result.html, result.leadership_html = render_notebook(run.path(result.notebook), run,
                                                                           phase=phase)
+                except DiskFull:
+                    raise
                 except Exception as exc:  # the executed notebook is kept; only its HTML is missing
                     result.status = "ERROR"
                     result.error = f"{result.error + '; ' if result.error else ''}rendering failed: {exc}"
@@ -308,12 +333,23 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
             results.append(result)
             say(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
                  + (f" — {result.error}" if result.error else ""))
-        status = "paused" if waiting_at else "complete"
+        erred = [r.phase for r in results if r.status == "ERROR"]
+        status = "paused" if waiting_at else ("failed" if erred else "complete")
+        if erred:
+            run.update_info(error=f"phases ended ERROR: {', '.join(erred)}")
         if status == "complete" and "2" not in (run.info().get("gates") or {}):
             gates.handover_gate_2(run, params, run.info().get("phases") or {})
     except KeyboardInterrupt:
         status = "interrupted"
         say("interrupted: the run folder is kept with status interrupted")
+    except DiskFull as exc:  # nothing more can be written: stop at once, keep what is there
+        status = "failed"
+        failure = f"disk full, the run stopped: {exc}"
+        say(f"run failed: {failure}")
+        try:
+            run.update_info(error=failure)
+        except RunFolderError:
+            pass
     except Exception as exc:
         message = run.redactor.redact_text(str(exc))
         run.update_info(error=f"{type(exc).__name__}: {message}")
@@ -328,13 +364,19 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
                 write_attestation(run, params, status=status)
             except (CheckFileError, RunFolderError) as exc:
                 say(f"attestation not written: {exc}")
-            _index(run, params, results, _score(run, PENDING_SCORE) if status == "complete" else None)
+            try:
+                _index(run, params, results, _score(run, PENDING_SCORE) if status == "complete" else None)
+            except RunFolderError as exc:  # a full disk: the index is lost, the evidence is kept
+                say(f"index not written: {exc}")
         finally:
-            run.finalize(status)
+            try:
+                run.finalize(status)
+            except RunFolderError as exc:  # run.json keeps its last state; a dead 'running' reads interrupted
+                say(f"run folder not finalized: {exc}")
             try:  # after finalize: the signature covers the final manifest.json
                 signed = sign_run(run.root, params)
                 say(f"signed manifest.json ({signed.key_source}, key sha256 {signed.fingerprint[:16]}…)")
-            except (AttestationError, OSError) as exc:
+            except (AttestationError, OSError, RunFolderError) as exc:
                 say(f"run not signed: {exc}")
     score = _score(run) if status == "complete" else None
     grade = score.get("grade") if score else None
@@ -345,4 +387,17 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
          + (f" — grade {grade}, score {outcome.overall_score}" if grade else "")
          + (f" — waiting for approval: {run.path(waiting_at)}" if waiting_at else ""))
     say(f"report: {outcome.index}")
+    erred = [r.phase for r in results if r.status == "ERROR"]
+    if erred:  # the last line says which phases erred (the exit code is non-zero)
+        say(f"phases ended ERROR: {', '.join(erred)} (status {status}, exit {outcome.exit_code})")
+    elif status == "failed":
+        say(f"run failed (exit {outcome.exit_code}): {run_error(run)}")
     return outcome
+
+
+def run_error(run: RunFolder) -> str:
+    """The recorded reason a run failed, or a note that none was recorded."""
+    try:
+        return str(run.info().get("error") or "no reason recorded")
+    except (OSError, ValueError):
+        return "run.json unreadable"

@@ -27,7 +27,8 @@ class Sample:
 
     ``ok`` is true exactly when a complete response arrived (``error is None``) with a
     status below 400; a 3xx counts as ok because redirects are not followed. ``error``
-    is a stable code (``timeout``, ``connect_error``, ``protocol_error``, ``too_large``,
+    is a stable code (``timeout``, ``connect_error`` (refused or otherwise not connected),
+    ``dns_error``, ``tls_error``, ``connection_reset``, ``protocol_error``, ``too_large``,
     ``invalid_body``, ``network_error``, ``transport_error``) and ``error_detail`` a
     short message; an HTTP error status is not an ``error`` (read ``status``), and
     ``too_large`` keeps the status.

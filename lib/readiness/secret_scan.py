@@ -1,5 +1,6 @@
 """Hard-coded secret scan (SPEC §2 staging validation, security and ops): detect-secrets
-over the source trees named by ``params.security.scan_paths``.
+over the source trees named by ``params.security.scan_paths``, as resolved by
+:meth:`readiness.params.Params.scan_roots` (relative to the params file's folder).
 
 detect-secrets is used through its Python API with its default plugins and filters, so
 a finding here is exactly what ``detect-secrets scan`` would report, including its
@@ -46,14 +47,17 @@ def _excluded(rel: str, excludes: list[re.Pattern[str]]) -> bool:
     return any(p.search(rel) for p in excludes)
 
 
-def collect_files(base: Path, scan_paths: list[str],
+def collect_files(base: Path, roots: list[tuple[str, Path]],
                   excludes: list[re.Pattern[str]]) -> tuple[list[tuple[Path, str]], list[str]]:
     """Files to scan as (absolute path, path shown in findings) and the scan paths not found.
 
-    Paths are resolved against ``base`` (the params file's folder); the shown path is
-    relative to ``base`` with ``/`` separators, and it is what the exclude regexes are
-    searched in (a directory is tested with a trailing ``/`` so that ``\\.venv/`` prunes
-    the whole tree). Symbolic links to directories are not followed.
+    ``roots`` are the scan paths as written and where they resolve
+    (:meth:`~readiness.params.Params.scan_roots`; resolving is not repeated here). The
+    shown path is relative to ``base`` (the params file's folder) with ``/`` separators,
+    and it is what the exclude regexes are searched in (a directory is tested with a
+    trailing ``/`` so that ``\\.venv/`` prunes the whole tree). Symbolic links to
+    directories are not followed. A path validated at load time may have gone since: it is
+    reported missing, not skipped.
     """
     files: dict[Path, str] = {}
     missing: list[str] = []
@@ -61,8 +65,8 @@ def collect_files(base: Path, scan_paths: list[str],
     def shown(path: Path) -> str:
         return Path(os.path.relpath(path, base)).as_posix()
 
-    for entry in scan_paths:
-        root = (base / entry).resolve()
+    for entry, path in roots:
+        root = path.resolve()
         if root.is_file():
             if not _excluded(shown(root), excludes):
                 files.setdefault(root, shown(root))
@@ -127,13 +131,14 @@ def scan_secrets(phase: Phase) -> pd.DataFrame:
     returns the findings (file, line, type), empty when there are none."""
     sec = phase.params.security
     base = phase.params_file.resolve().parent
+    roots = phase.params.scan_roots(phase.params_file)
     excludes = compile_excludes(sec.scan_exclude)
-    files, missing = collect_files(base, sec.scan_paths, excludes)
+    files, missing = collect_files(base, roots, excludes)
     findings = scan_files(files)
     check = secrets_check(phase.name, findings, len(files), missing)
     phase.run.write_json(EVIDENCE, {
         "tool": f"detect-secrets {version('detect-secrets')}", "plugins": _plugins(),
-        "base": "the params file's folder", "scan_paths": list(sec.scan_paths), "scan_exclude": list(sec.scan_exclude),
+        "base": "the params file's folder", "scan_paths": [entry for entry, _ in roots], "scan_exclude": list(sec.scan_exclude),
         "missing_paths": missing, "files_scanned": len(files), "findings": findings,
         "note": "file, line and detector type only; no secret value or hash is recorded",
         "check": check.to_dict()})

@@ -27,7 +27,7 @@ from readiness.params import App
 from readiness.phase import Phase
 from readiness.quantiles import quantile_interval
 from readiness.report import checks_frame, checks_table, header, md_table
-from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
+from readiness.telemetry import TelemetryAbsent, TelemetryUnavailable, iso, parse_ts
 from readiness.verdict import combine, error_rate_check, latency_check, rate_check
 
 SAMPLES = "evidence/smoke_samples.parquet"
@@ -116,6 +116,12 @@ def corroborate(phase: Phase) -> pd.DataFrame:
     """Method B: find each probe's trace id in the telemetry store (bounded wait for arrival)."""
     p = phase.params
     df = load_samples(phase)
+    not_applicable = phase.not_applicable("telemetry_corroboration")
+    if not_applicable:  # method B does not exist here: say so once, evaluate() judges method A alone
+        phase.skip_part("telemetry_corroboration", not_applicable)
+        phase.run.write_json(METHOD_B, {"waited_s": 0.0, "deadline_s": 0.0, "not_applicable": not_applicable,
+                                        "apps": {}})
+        return pd.DataFrame([{"app": a.id, "method_b": "not applicable"} for a in p.apps]).set_index("app")
     win = json.loads(phase.run.path("evidence/smoke_window.json").read_text())
     since = parse_ts(win["start"]) - dt.timedelta(seconds=1)
     deadline_s = p.thresholds.telemetry_arrival_s
@@ -134,6 +140,11 @@ def corroborate(phase: Phase) -> pd.DataFrame:
                     try:
                         events = await source.events(since=since, until=until, app_id=app_id,
                                                      limit=max(10_000, 4 * len(want)))
+                    except TelemetryAbsent as exc:  # no source: nothing will arrive, waiting is pointless
+                        for gone in pending:
+                            result[gone] = {"error": str(exc), "events": []}
+                        pending = set()
+                        break
                     except TelemetryUnavailable as exc:
                         result[app_id] = {"error": str(exc), "events": []}
                         continue
@@ -208,7 +219,8 @@ def evaluate(phase: Phase) -> pd.DataFrame:
     df["is_error"] = df.status.isna() | (df.status.fillna(0) >= 500)
     win = json.loads(phase.run.path("evidence/smoke_window.json").read_text())
     window = f"{win['start']}/{win['end']}"
-    method_b = json.loads(phase.run.path(METHOD_B).read_text())["apps"]
+    method_b_file = json.loads(phase.run.path(METHOD_B).read_text())
+    method_b, no_method_b = method_b_file["apps"], method_b_file.get("not_applicable")
     t = p.thresholds
     all_checks: list[Check] = []
     for app in p.apps:
@@ -236,7 +248,13 @@ def evaluate(phase: Phase) -> pd.DataFrame:
         stable, slices = _stable(part, app, phase, common)
         checks.append(stable)
         b = method_b.get(app.id, {})
-        checks.append(rate_check(id=f"smoke.{app.id}.agreement",
+        if no_method_b:
+            agreement = Check(id=f"smoke.{app.id}.agreement", phase=phase.name, app=app.id, window=window,
+                              title=f"{app.id} telemetry store corroborates the direct probes", status=Status.SKIPPED,
+                              tags=("observability",), severity="P1", evidence=(METHOD_B,), detail=no_method_b)
+            all_checks.append(agreement)  # recorded, but no part of a liveness that has one source only
+        else:
+            checks.append(rate_check(id=f"smoke.{app.id}.agreement",
                                  title=f"{app.id} telemetry store corroborates the direct probes",
                                  successes=int(b.get("matched_status", 0)), n=int(b.get("probes", 0))
                                  if b.get("error") is None else 0, target=t.agreement_min,
@@ -246,7 +264,9 @@ def evaluate(phase: Phase) -> pd.DataFrame:
                                          + (f"; store error: {b['error']}" if b.get("error") else "")),
                                  **{**common, "evidence": (ev, METHOD_B)}))
         liveness = combine(id=f"smoke.{app.id}.liveness", phase=phase.name,
-                           title=f"{app.id} live by both sources over the stable window", parts=checks,
+                           title=(f"{app.id} live by direct probes over the stable window (no telemetry store "
+                                  "declared, so no second source)" if no_method_b else
+                                  f"{app.id} live by both sources over the stable window"), parts=checks,
                            app=app.id, tags=("reliability",), severity="P1", window=window)
         checks.append(liveness)
         lat = quantile_interval(latencies, 0.95, t.confidence)

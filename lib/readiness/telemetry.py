@@ -35,6 +35,20 @@ class TelemetryUnavailable(Exception):
     """The telemetry store could not be read; method B has no data (never a PASS)."""
 
 
+class TelemetryAbsent(TelemetryUnavailable):
+    """There is no telemetry source to read: the store's route does not exist or never answered.
+
+    Distinct from a store that answers but lost events. Events that go missing from a
+    working store are a finding about the ecosystem (a stop condition under load); a store
+    that is not there at all leaves every method-B check without data, so those checks say
+    INCONCLUSIVE "no telemetry source" and nothing is stopped on its account.
+    """
+
+
+# A route the store does not serve, or a request that never got an answer: no source at all.
+ABSENT_STATUSES = frozenset({404, 405, 410, 501})
+
+
 class TelemetrySource(Protocol):
     """What method B needs from a telemetry store."""
 
@@ -44,6 +58,26 @@ class TelemetrySource(Protocol):
     async def stats(self, *, since: dt.datetime, until: dt.datetime) -> dict[str, int]: ...
 
     async def copies(self, *, trace_id: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]: ...
+
+
+class AbsentSource:
+    """The source of an ecosystem that declares no telemetry store: every read says so.
+
+    Reads raise :class:`TelemetryAbsent` where a real store's reads would fail, so callers
+    handle an undeclared store exactly like a store that is not there.
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    async def events(self, **_query: Any) -> list[dict[str, Any]]:
+        raise TelemetryAbsent(self.reason)
+
+    async def stats(self, **_query: Any) -> dict[str, int]:
+        raise TelemetryAbsent(self.reason)
+
+    async def copies(self, **_query: Any) -> list[dict[str, Any]]:
+        raise TelemetryAbsent(self.reason)
 
 
 class A8HttpSource:
@@ -65,7 +99,10 @@ class A8HttpSource:
                     why = str(sample.json().get("error", why))
                 except (ValueError, AttributeError):
                     pass
-            raise TelemetryUnavailable(f"GET {path} → {sample.status or sample.error}: {why}".rstrip(": "))
+            message = f"GET {path} → {sample.status or sample.error}: {why}".rstrip(": ")
+            if sample.status is None or sample.status in ABSENT_STATUSES:
+                raise TelemetryAbsent(f"no telemetry source: {message}")
+            raise TelemetryUnavailable(message)
         try:
             return sample.json()
         except ValueError as exc:

@@ -299,6 +299,31 @@ def value_check(*, id: str, phase: str, title: str, observed: float | str | bool
                  detail=_join(text, detail), **common)
 
 
+#: Failures without an HTTP answer. Each is an observation about the target, not missing
+#: data: nothing listening, a name that does not resolve, a TLS handshake that fails, a
+#: reset, a timeout — a user would see the same failure, so the check FAILs.
+NO_ANSWER = "no answer"
+
+
+def response_check(*, id: str, phase: str, title: str, status: int | None, error: str | None,
+                   error_detail: str | None = None, expected: int = 200, app: str | None = None,
+                   tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
+                   window: str | None = None, detail: str = "") -> Check:
+    """One request that must answer ``expected``: a wrong status FAILs, and so does no answer.
+
+    A refused connection, a DNS or TLS failure, a reset or a timeout is evidence that the
+    endpoint does not serve, so it is a FAIL whose observed value is the error class; only
+    a check that never sent anything has no data (use :func:`value_check` with None).
+    """
+    if status is not None:
+        return value_check(id=id, phase=phase, title=title, observed=status, expected=expected, comparator="==",
+                           app=app, tags=tags, evidence=evidence, severity=severity, window=window, detail=detail)
+    cls = error or "unknown_error"
+    text = f"{NO_ANSWER}: {cls}" + (f" ({error_detail})" if error_detail else "") + f"; expected HTTP {expected}"
+    return Check(status=Status.FAIL, observed=cls, n=1, threshold=expected, comparator="==",
+                 detail=_join(text, detail), **_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
 #: How an all-of verdict is decided, strongest first. A FAIL is measured proof that the
 #: whole cannot pass, so it wins over everything. Next come the reasons the whole could
 #: not be judged, most urgent first: ERROR (the suite itself broke), STOPPED (a stop

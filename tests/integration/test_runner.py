@@ -88,8 +88,69 @@ def test_failing_notebook_is_kept_and_the_run_goes_on(sandbox, test_params_file:
         assert secret not in text and "leaked: [REDACTED:STRIPE_SECRET_KEY]" in text, rel
     checks = {c.id: c for c in load_checks(outcome.run_dir)}
     assert checks["run.01_smoke"].status is Status.ERROR
-    assert outcome.status == "complete" and (outcome.run_dir / "readiness_score.json").is_file()
-    assert outcome.grade == "Red" and outcome.exit_code == 1  # --fail-on red is met
+    # A run with an ERROR phase did not finish its audit: failed, non-zero, never a baseline.
+    assert outcome.status == "failed" and run_status(outcome.run_dir) == "failed"
+    assert not (outcome.run_dir / "readiness_score.json").is_file()
+    assert (outcome.run_dir / "readiness_score.incomplete.json").is_file()
+    assert outcome.grade is None and outcome.exit_code == 1
+    assert json.loads((outcome.run_dir / "run.json").read_text())["error"] == "phases ended ERROR: 01_smoke"
+
+
+def test_the_last_line_names_the_phases_that_erred(sandbox, test_params_file: Path, books: Path,
+                                                   tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "01_smoke.ipynb", "raise RuntimeError('probe exploded')")
+    lines: list[str] = []
+    outcome = run_suite(test_params_file, outputs=tmp_path / "out", echo=lines.append)
+    assert outcome.exit_code == 1
+    assert lines[-1] == "phases ended ERROR: 01_smoke (status failed, exit 1)"
+
+
+def test_a_phase_the_ecosystem_does_not_declare_is_skipped_not_run(sandbox, test_params_file: Path, books: Path,
+                                                                   tmp_path: Path) -> None:
+    gate_notebook(books / "00_inventory.ipynb", "PASS")
+    notebook(books / "05_monetization.ipynb", "raise AssertionError('must not run')")
+    data = yaml.safe_load(test_params_file.read_text())
+    data["capabilities"] = ["telemetry_store", "admin_api", "orchestration"]
+    data["phases"] = ["00_inventory", "05_monetization", "11_readiness_score"]
+    params_file = tmp_path / "no_payments.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    outcome = run_suite(params_file, outputs=tmp_path / "out", echo=lambda _l: None)
+    assert [(p.phase, p.status) for p in outcome.phases] == [
+        ("00_inventory", "OK"), ("05_monetization", "SKIPPED"), ("11_readiness_score", "OK")]
+    assert not (outcome.run_dir / "notebooks" / "05_monetization.ipynb").exists()
+    skipped = {c.id: c for c in load_checks(outcome.run_dir)}["run.05_monetization"]
+    assert skipped.status is Status.SKIPPED
+    assert skipped.detail.startswith("not applicable: 05_monetization needs what the ecosystem does not declare")
+    assert "payments (a Stripe-compatible payments API)" in skipped.detail
+    assert outcome.status == "complete" and outcome.exit_code == 0
+
+
+def test_a_full_disk_stops_the_run_at_once_and_keeps_what_was_written(
+        sandbox, test_params_file: Path, books: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        gate_notebook(books / "00_inventory.ipynb", "PASS")
+        notebook(books / "01_smoke.ipynb", "from readiness.runfolder import RunFolder\n"
+                 "RunFolder.open(run_dir).write_bytes('evidence/big.bin', bytes(2_000_000))")
+        notebook(books / "02_latency_profile.ipynb", "raise AssertionError('must not run')")
+        lines: list[str] = []
+        outcome = run_suite(test_params_file, outputs=small, echo=lines.append)
+        assert outcome.status == "failed" and outcome.exit_code == 1
+        assert [(p.phase, p.status) for p in outcome.phases] == [("00_inventory", "OK")]
+        info = json.loads((outcome.run_dir / "run.json").read_text())
+        assert info["status"] == "failed" and info["error"].startswith("disk full, the run stopped: 01_smoke: ")
+        assert (outcome.run_dir / "checks" / "00_inventory.json").is_file()  # kept
+        assert not (outcome.run_dir / "evidence" / "big.bin").exists()
+        assert any(line.startswith("run failed: disk full, the run stopped") for line in lines)
+        assert lines[-1].startswith("run failed (exit 1): disk full, the run stopped")
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_no_go_gate_blocks_later_phases(sandbox, test_params_file: Path, books: Path, tmp_path: Path) -> None:

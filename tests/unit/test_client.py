@@ -156,7 +156,50 @@ def test_timeout_s_overrides_the_total_limit_for_one_request(loopback):
 def test_dead_port_gives_a_connect_error_sample(dead_url):
     s = send("GET", dead_url)
     assert (s.status, s.ok, s.error, s.connect_ms) == (None, False, "connect_error", None)
-    assert s.error_detail is not None and s.error_detail.startswith("connection failed: ")
+    assert s.error_detail is not None and s.error_detail.startswith("connection refused")
+
+
+def test_https_against_a_plain_http_port_gives_a_tls_error_sample():
+    # A plain-HTTP server answers the TLS ClientHello with an HTTP error, as nginx or gunicorn do.
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_plain_http() -> None:
+        conn, _addr = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=answer_plain_http, daemon=True)
+    thread.start()
+    try:
+        s = send("GET", f"https://127.0.0.1:{port}/")
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert (s.status, s.ok, s.error) == (None, False, "tls_error")
+    assert s.error_detail is not None and s.error_detail.startswith("TLS handshake failed: ")
+
+
+def test_a_failed_name_lookup_is_classified_as_dns_error():
+    # Classified from the exception chain, so no name is looked up (tests send nothing off loopback).
+    import socket
+
+    import httpx
+
+    from readiness.client import _classify
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as inner:
+            raise httpx.ConnectError("[Errno -2] Name or service not known") from inner
+    except httpx.ConnectError as exc:
+        code, text = _classify(exc, httpx.Timeout(1.0))
+    assert (code, text) == ("dns_error", "name resolution failed: [Errno -2] Name or service not known")
 
 
 @pytest.mark.parametrize("path", ["/garbage", "/short"])

@@ -63,7 +63,8 @@ def test_duplicate_route_labels(params_errors: Callable[[Callable[[dict], object
     ("b2b", "vus", 61, "b2b.vus: Input should be less than or equal to 60"),
     ("b2b", "base_costs_cents", [0, 5], "b2b.base_costs_cents: base costs must be integers between 1 and "
                                         "100000000 cents, got [0]"),
-    ("b2b", "currency", "USD", "b2b.currency: String should match pattern '^[a-z]{3}$'"),
+    ("b2b", "currency", "dollars", "b2b.currency: 'dollars' is not an ISO 4217 currency code (three letters, "
+                                   "e.g. usd, eur, gbp)"),
     ("b2b", "landing_path", "x", "b2b.landing_path: path must start with '/', got 'x'"),
 ])
 def test_bad_section_values(params_errors: Callable[[Callable[[dict], object]], list[str]], section: str, field: str, value: object, message: str) -> None:

@@ -14,7 +14,7 @@ from readiness.params import Params, load_params
 from readiness.params_sections import Security
 from readiness.phase import Phase
 from readiness.runfolder import RunFolder
-from readiness.secret_scan import CHECK_ID, compile_excludes, secrets_check
+from readiness.secret_scan import CHECK_ID, collect_files, compile_excludes, secrets_check
 from readiness.secret_scan import scan_secrets as scan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +85,31 @@ def test_missing_scan_path_cannot_pass(tmp_path: Path, tree: dict[str, str]) -> 
     check = phase.run.read_checks("10_security_ops")[0]
     assert check.status is Status.INCONCLUSIVE
     assert check.detail.endswith("but scan paths not found: ../nowhere")
+
+
+def test_relative_scan_paths_follow_the_params_file(tmp_path: Path, tree: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validated and scanned from another working directory, ``../src`` is still beside ``params/``."""
+    params_file = tmp_path / "params" / "params.yaml"
+    params_file.parent.mkdir()
+    text = (ROOT / "params" / "sandbox.yaml").read_text()
+    params_file.write_text(text + "\nsecurity: {scan_paths: [../src], scan_exclude: ['leak\\.py$']}\n")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    params = load_params(params_file)
+    phase = Phase(name="10_security_ops", params=params, params_file=params_file,
+                  run=RunFolder.create(tmp_path / "outputs", params, params_file, mode="interactive"))
+    assert scan(phase).empty
+    evidence = json.loads(phase.run.path("evidence/secret_scan.json").read_text())
+    assert (evidence["scan_paths"], evidence["files_scanned"], evidence["missing_paths"]) == (["../src"], 2, [])
+
+
+def test_the_sandbox_scans_the_suites_own_sources_by_default(tmp_path: Path) -> None:
+    phase = _phase(tmp_path)  # sandbox target, security.scan_paths left out
+    roots = phase.params.scan_roots(phase.params_file)
+    assert roots == [(str(ROOT / "sandbox"), ROOT / "sandbox"), (str(ROOT / "lib"), ROOT / "lib")]
+    files, missing = collect_files(phase.params_file.parent, roots, compile_excludes([r"__pycache__/"]))
+    assert not missing and any(shown.endswith("/lib/readiness/secret_scan.py") for _, shown in files)
 
 
 def test_no_files_is_inconclusive() -> None:

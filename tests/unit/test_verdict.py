@@ -313,3 +313,18 @@ def test_combine_all_pass_and_empty() -> None:
     assert (ok.status, ok.detail, ok.observed, ok.n) == (Status.PASS, "all 2 parts PASS", 2.0, 2)
     empty = combine("c", "smoke", "t", [])
     assert (empty.status, empty.detail, empty.n) == (Status.INCONCLUSIVE, "no data", 0)
+
+
+def test_response_check_fails_on_no_answer_with_the_error_class_as_evidence() -> None:
+    from readiness.verdict import response_check
+
+    refused = response_check(id="x.base", phase="p", title="t", status=None, error="connect_error",
+                             error_detail="connection refused (nothing accepted the connection)")
+    assert refused.status is Status.FAIL and refused.observed == "connect_error" and refused.n == 1
+    assert refused.detail == ("no answer: connect_error (connection refused (nothing accepted the connection)); "
+                              "expected HTTP 200")
+    tls = response_check(id="x.base", phase="p", title="t", status=None, error="tls_error", expected=204)
+    assert tls.status is Status.FAIL and tls.detail == "no answer: tls_error; expected HTTP 204"
+    assert response_check(id="x", phase="p", title="t", status=200, error=None).status is Status.PASS
+    wrong = response_check(id="x", phase="p", title="t", status=503, error=None)
+    assert wrong.status is Status.FAIL and wrong.observed == 503

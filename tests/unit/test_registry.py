@@ -1,0 +1,59 @@
+"""The phase registry: phases in order, what they need, and the not-applicable reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from readiness import gates, params, registry
+from readiness.registry import CAPABILITIES, PARTS, PHASES, not_applicable_reason, phase_spec
+
+
+def test_phases_are_numbered_in_run_order_and_params_uses_the_same_tuple() -> None:
+    assert [p.split("_", 1)[0] for p in PHASES] == [f"{i:02d}" for i in range(12)]
+    assert params.PHASES == PHASES
+
+
+def test_every_need_is_a_known_capability() -> None:
+    needs = {n for spec in registry.REGISTRY for n in (*spec.needs, *spec.needs_any)}
+    needs |= {n for part_needs in PARTS.values() for n in part_needs}
+    assert needs <= set(CAPABILITIES), needs - set(CAPABILITIES)
+
+
+def test_mutating_phases_come_from_the_registry() -> None:
+    assert set(gates.MUTATES) == {s.name for s in registry.REGISTRY if s.mutates}
+    assert "00_inventory" not in gates.MUTATES and "11_readiness_score" not in gates.MUTATES
+
+
+def test_everything_declared_makes_every_phase_and_part_apply() -> None:
+    everything = list(CAPABILITIES)
+    assert all(not_applicable_reason(p, everything) is None for p in PHASES)
+    for key in PARTS:
+        phase, part = key.split(".", 1)
+        assert not_applicable_reason(phase, everything, part) is None
+
+
+def test_nothing_declared_leaves_the_plain_http_phases() -> None:
+    applies = [p for p in PHASES if not_applicable_reason(p, []) is None]
+    assert applies == ["00_inventory", "01_smoke", "02_latency_profile", "03_baseline_load", "10_security_ops",
+                       "11_readiness_score"]
+
+
+def test_reason_names_the_missing_capability_and_what_it_means() -> None:
+    reason = not_applicable_reason("05_monetization", ["telemetry_store"])
+    assert reason is not None and reason.startswith("not applicable: 05_monetization needs")
+    assert "payments (a Stripe-compatible payments API)" in reason
+
+
+def test_a_phase_of_independent_parts_applies_when_any_part_does() -> None:
+    assert not_applicable_reason("04_funnels", ["provider_portal"]) is None
+    assert not_applicable_reason("04_funnels", ["provider_portal"], "b2c") is not None
+    assert not_applicable_reason("04_funnels", ["provider_portal"], "b2b") is None
+    reason = not_applicable_reason("04_funnels", [])
+    assert reason is not None and "any one of its parts" in reason
+
+
+def test_unknown_names_raise() -> None:
+    with pytest.raises(KeyError, match="unknown phase '99_x'"):
+        phase_spec("99_x")
+    with pytest.raises(KeyError, match="unknown part 'nope' of 00_inventory"):
+        not_applicable_reason("00_inventory", [], "nope")
