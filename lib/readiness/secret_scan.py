@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from readiness.check import Check
+from readiness.check import Check, Status
 from readiness.phase import Phase
 from readiness.verdict import value_check
 
@@ -136,6 +136,9 @@ def scan_secrets(phase: Phase) -> pd.DataFrame:
     files, missing = collect_files(base, roots, excludes)
     findings = scan_files(files)
     check = secrets_check(phase.name, findings, len(files), missing)
+    if not roots:  # nothing to scan was named: not applicable, rather than undecided
+        check = check.with_status(Status.SKIPPED, "not applicable: no source paths to scan are configured "
+                                                  "(params security.scan_paths)")
     phase.run.write_json(EVIDENCE, {
         "tool": f"detect-secrets {version('detect-secrets')}", "plugins": _plugins(),
         "base": "the params file's folder", "scan_paths": [entry for entry, _ in roots], "scan_exclude": list(sec.scan_exclude),

@@ -72,12 +72,15 @@ def _graded(sample: Sample, https: bool) -> dict[str, Any]:
 
 def headers_check(phase_name: str, app: App, pages: list[dict[str, Any]], unanswered: list[str]) -> Check:
     """The app's weakest graded response decides: headers must be on every response, and the
-    weakest page is the one an attacker picks. No graded response is INCONCLUSIVE."""
+    weakest page is the one an attacker picks. An app that answered nothing FAILs: no answer
+    (refused, TLS, timeout) is what a visitor gets, and it is recorded as the evidence."""
     if not pages:
         return value_check(id=f"security.headers.{app.id}", phase=phase_name, app=app.id, observed=None,
                            title=f"{app.id} security headers grade at least B", expected=MIN_HEADER_SCORE,
                            comparator=">=", unit="points", n=0, tags=TAGS, evidence=(HEADERS_EVIDENCE,),
-                           severity="P1", detail="no response to grade: " + "; ".join(unanswered))
+                           severity="P1").with_status(
+            Status.FAIL if unanswered else Status.INCONCLUSIVE,
+            ("no answer to grade: " + "; ".join(unanswered)) if unanswered else "no response to grade")
     worst = min(pages, key=lambda p: p["score"])
     failing = sorted({t for p in pages for t in p["failing"]})
     parts = [f"grade {worst['grade']} ({worst['score']}) at {worst['url']}",
@@ -151,11 +154,11 @@ def cors(phase: Phase) -> pd.DataFrame:
         answers = ", ".join(f"{kind} {s.status}" for kind, s in answered)
         detail = "; ".join(findings) if findings else (f"origin not granted ({answers})" if answered
                                                        else "no answer: " + "; ".join(unanswered))
-        checks.append(value_check(id=f"security.cors.{app.id}", phase=phase.name, app=app.id,
-                                  title=f"{app.id} does not grant its responses to a foreign origin",
-                                  observed=len(findings) if answered else None, expected=0, unit="findings",
-                                  n=len(answered), tags=TAGS, evidence=(CORS_EVIDENCE,), severity="P1",
-                                  detail=detail))
+        check = value_check(id=f"security.cors.{app.id}", phase=phase.name, app=app.id,
+                            title=f"{app.id} does not grant its responses to a foreign origin",
+                            observed=len(findings) if answered else None, expected=0, unit="findings",
+                            n=len(answered), tags=TAGS, evidence=(CORS_EVIDENCE,), severity="P1", detail=detail)
+        checks.append(check if answered else check.with_status(Status.FAIL))  # no answer is observed, not unknown
         evidence["apps"][app.id] = [{"kind": kind, "url": s.url, "status": s.status, "error": s.error,
                                      "cors_headers": {k: v for k, v in s.headers.items()
                                                       if k.startswith("access-control-") or k == "vary"}}
@@ -167,7 +170,7 @@ def cors(phase: Phase) -> pd.DataFrame:
 # -- admin endpoints ---------------------------------------------------------------------
 def admin_check(phase_name: str, app: App, answers: dict[str, Sample]) -> Check:
     """401/403 everywhere PASS; any other answer FAIL; a 404 means the path is not there
-    (only 404s: SKIPPED); a path without an answer leaves the check INCONCLUSIVE."""
+    (only 404s: SKIPPED); a path without an answer (refused, TLS, timeout) FAILs with that evidence."""
     findings = [f"{p} answered {s.status} without credentials" for p, s in answers.items()
                 if s.status is not None and s.status not in (401, 403, 404)]
     absent = [p for p, s in answers.items() if s.status == 404]
@@ -182,8 +185,8 @@ def admin_check(phase_name: str, app: App, answers: dict[str, Sample]) -> Check:
         return value_check(observed=None, n=0, **common).with_status(
             Status.SKIPPED, f"no admin path exists on {app.id}: {', '.join(absent)} answered 404")
     if silent:
-        return value_check(observed=None, n=len(answers) - len(silent),
-                           detail=f"answered: {shown or 'none'}; no answer: {'; '.join(silent)}", **common)
+        return value_check(observed=None, n=len(answers) - len(silent), **common).with_status(
+            Status.FAIL, f"answered: {shown or 'none'}; no answer: {'; '.join(silent)}")
     note = f"; not present (404): {', '.join(absent)}" if absent else ""
     return value_check(observed=0, n=len(answers), detail=f"{shown}{note}", **common)
 
@@ -239,8 +242,9 @@ def tls_check(phase_name: str, app: App, result: dict[str, Any] | None, min_days
         return [value_check(id=cid, title=title, observed=None, expected=True, n=0, **common).with_status(
             Status.SKIPPED, f"not https ({app.base_url})")]
     error = result.get("error")
-    if error and result["kind"] == "unreachable":
-        return [value_check(id=cid, title=title, observed=None, expected=True, n=0, detail=error, **common)]
+    if error and result["kind"] == "unreachable":  # nothing accepted the connection: observed, so FAIL
+        return [value_check(id=cid, title=title, observed=None, expected=True, n=0, **common).with_status(
+            Status.FAIL, error)]
     if error:
         return [value_check(id=cid, title=title, observed=False, expected=True, detail=error, **common)]
     expiry = value_check(id=f"{cid}.expiry", title=f"{app.id} certificate valid for ≥ {min_days} more days",
