@@ -54,7 +54,7 @@ from readiness.charts import STATUS_COLOURS, save_chart
 from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
 from readiness.latency_stats import percentile_summary
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.quantiles import quantile_label
 from readiness.rates import wilson_interval
 from readiness.report import checks_frame
@@ -108,6 +108,7 @@ def user_row(journey: Journey) -> dict[str, Any]:
             "blocked_requests": journey.blocked, "steps": journey.steps}
 
 
+@part("activation")
 def run_onboarding(phase: Phase) -> pd.DataFrame:
     """``activation.users`` learners from the landing page to their first AI answer, in Chromium."""
     params, a = phase.params, phase.params.activation
@@ -185,6 +186,7 @@ def _arrival(event: dict[str, Any], *, answered_at: float, seen_at: float) -> di
             "seen_s": round(seen_at - answered_at, 3)}
 
 
+@part("activation")
 def verify_events(phase: Phase) -> pd.DataFrame:
     """Each answered learner's ``activation.events`` in the telemetry store, under its trace id."""
     log, events = _read(phase, JOURNEYS), phase.params.activation.events
@@ -293,6 +295,7 @@ def activation_checks(phase: Phase, log: dict[str, Any], events: dict[str, Any],
     return checks
 
 
+@part("activation")
 def evaluate(phase: Phase) -> pd.DataFrame:
     """Record the ``activation.*`` checks and write ``reports/activation_results.json``."""
     log, events = _read(phase, JOURNEYS), _read(phase, EVENTS)
@@ -311,6 +314,7 @@ def evaluate(phase: Phase) -> pd.DataFrame:
 
 
 # -- 4. chart -----------------------------------------------------------------------------------
+@part("activation")
 def ttfv_chart(phase: Phase) -> alt.LayerChart:
     """The TTFV distribution (ECDF, log scale) against the target, with percentile intervals; saved."""
     results = _read(phase, RESULTS)

@@ -41,7 +41,7 @@ from readiness import aio
 from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
 from readiness.k6run import THRESHOLD_FAILED, run_k6
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable
 from readiness.verdict import rate_check, value_check
@@ -133,6 +133,7 @@ def _k6_env(phase: Phase, run_token: str) -> dict[str, str]:
     return values
 
 
+@part("b2b")
 def run_b2b_funnel(phase: Phase) -> pd.DataFrame:
     """Run the k6 journeys, keep k6's points, summary and log as evidence; one row per journey."""
     b = phase.params.b2b
@@ -219,6 +220,7 @@ def _refusal(phase: Phase) -> str | None:
     return json.loads(path.read_text()).get("blocked") if path.exists() else None
 
 
+@part("b2b")
 def verify_billing(phase: Phase, journeys: pd.DataFrame) -> pd.DataFrame:
     """Recompute every billed charge and compare it with A6's answer and the stored event; record checks."""
     b = phase.params.b2b
@@ -322,6 +324,7 @@ def _write_verification(phase: Phase, lineage: pd.DataFrame, checks: list[Check]
     phase.run.write_text(VERIFICATION, text)
 
 
+@part("b2b")
 def b2b_verdicts(phase: Phase, journeys: pd.DataFrame) -> pd.DataFrame:
     """Record the funnel checks, write ``b2b_funnel_results.json`` and the recovery runbook."""
     p, n = phase.params, phase.params.b2b.provider_signups

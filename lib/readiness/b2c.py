@@ -48,7 +48,7 @@ from readiness.client import GuardedClient
 from readiness.inventory import production_writes_allowed
 from readiness.oidc_probe import OidcTarget, discover, probe_code_flow, probe_redirects
 from readiness.params import Params
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.signup_journey import (
     SHOTS,
     STEPS,
@@ -77,6 +77,7 @@ def oidc_target(params: Params) -> OidcTarget:
 
 
 # -- 1. identity provider --------------------------------------------------------------------
+@part("b2c")
 def probe_identity(phase: Phase) -> pd.DataFrame:
     """Discovery, JWKS, redirect allowlist and two code flows; records ``funnels.b2c.oidc.*``."""
     params, target = phase.params, oidc_target(phase.params)
@@ -149,6 +150,7 @@ async def _watch_tile(client: GuardedClient, url: str, tile_id: str, wanted: dic
     return out
 
 
+@part("b2c")
 def run_signups(phase: Phase) -> pd.DataFrame:
     """``funnels.b2c_signups`` journeys in Chromium, with the growth tile watched meanwhile."""
     params, f = phase.params, phase.params.funnels
@@ -210,11 +212,13 @@ def _blocked_signups(phase: Phase, refusal: str) -> pd.DataFrame:
 
 
 # -- 3. and 4. verdicts and reports -------------------------------------------------------------
+@part("b2c")
 def evaluate(phase: Phase) -> pd.DataFrame:
     """Record the funnel checks and write ``reports/b2c_funnel_results.json``."""
     return b2c_checks.evaluate(phase, TRACE_LOG, TILE_WATCH)
 
 
+@part("b2c")
 def write_recovery(phase: Phase) -> Markdown:
     """``reports/b2c_recovery.md``: each B2C check that did not pass, its evidence and the likely fix."""
     return b2c_checks.write_recovery(phase)

@@ -37,7 +37,7 @@ from readiness.check import Check, Status
 from readiness.client import GuardedClient
 from readiness.inventory import production_writes_allowed
 from readiness.params import App
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_frame
 from readiness.sandbox_control import admin_headers, set_flag
 from readiness.verdict import combine, value_check
@@ -250,6 +250,7 @@ def _observe_banners(phase: Phase) -> list[Check]:
             *_skipped(phase, "banners", "external ecosystem: flags are observed, never switched")]
 
 
+@part("banners")
 def check_banners(phase: Phase) -> pd.DataFrame:
     """Fix C: TTL expiry, auto-clear on recovery and an authenticated clear, before/after/rollback."""
     if phase.params.target != "sandbox":
@@ -382,6 +383,7 @@ def _demo_state(phase: Phase, state: str, on: bool | None) -> list[Check]:
     return _demo_checks(phase, state, seen, (record, *exports), (page,))
 
 
+@part("command_center")
 def check_demo_mode(phase: Phase) -> pd.DataFrame:
     """Fix D: simulated revenue out of the live tile, in diagnostics, labelled, badge shown."""
     if phase.params.target != "sandbox":

@@ -50,7 +50,7 @@ from readiness import aio
 from readiness.check import Check
 from readiness.client import GuardedClient, PolicyRefused
 from readiness.observatory import grade
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table
 from readiness.verdict import value_check
 
@@ -356,6 +356,7 @@ def hygiene_checks(phase: Phase, ev: dict[str, Any]) -> list[Check]:
     return checks
 
 
+@part("growth")
 def audit_pages(phase: Phase) -> pd.DataFrame:
     """Fetch the sitemap, robots.txt and every listed page; record ``growth.*``; one row per page."""
     ev = _judge(phase, aio.run(_collect(phase)))
@@ -367,6 +368,7 @@ def audit_pages(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["page", "answer", *PAGE_RULES]).set_index("page")
 
 
+@part("growth")
 def write_checklist(phase: Phase) -> Markdown:
     """``reports/growth_hygiene_checklist.md``: the verdicts, then one checklist table per page."""
     ev = json.loads(phase.run.path(EVIDENCE).read_text(encoding="utf-8"))

@@ -53,7 +53,7 @@ from readiness.hardening_rules import (
 )
 from readiness.inventory import production_writes_allowed
 from readiness.params import Params
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetrySource, TelemetryUnavailable
 
@@ -168,6 +168,7 @@ def _ietf_rows(info: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+@part("hardening")
 def run_hardening(phase: Phase) -> pd.DataFrame:
     """Audit every route of ``params.hardening.routes``; record the checks, write the evidence and report.
 

@@ -85,7 +85,6 @@ REGISTRY: tuple[PhaseSpec, ...] = (
               parts={"flag_comparison": ("admin_api",)}),
     PhaseSpec("03_baseline_load", "Baseline load", parts={
         "autonomy_signals": ("telemetry_store", "orchestration"),
-        "telemetry_arrival": ("telemetry_store",),
     }),
     PhaseSpec("04_funnels", "Funnels and idempotency hardening",
               needs_any=("identity_provider", "provider_portal", "idempotency_contract"),
@@ -94,10 +93,10 @@ REGISTRY: tuple[PhaseSpec, ...] = (
                      "hardening": ("idempotency_contract",)}),
     PhaseSpec("05_monetization", "Payments and revenue lineage", needs=("payments",),
               mutates="creates test-mode checkouts and credits; posts synthetic revenue; raises banners",
-              parts={"command_center": ("command_center",)}),
+              parts={"command_center": ("command_center",)}),  # finance tiles, demo mode
     PhaseSpec("06_telemetry_contract", "Telemetry contract", needs=("telemetry_store",),
               mutates="posts tagged sample events to the telemetry ingest",
-              parts={"sampling": ("cta_bandit",)}),
+              parts={"sampling": ("cta_bandit",), "banners": ("command_center",)}),
     PhaseSpec("07_activation_growth", "Activation and growth hygiene",
               needs_any=("guided_onboarding", "marketing_site"),
               mutates="onboards synthetic learners and spends their first AI credit",

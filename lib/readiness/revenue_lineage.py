@@ -25,7 +25,7 @@ from readiness import aio
 from readiness.charts import STATUS_COLOURS, save_chart
 from readiness.check import Check, Status
 from readiness.monetization import TRACE, json_body, load_trace, no_checkout
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table, status_line
 from readiness.telemetry import TelemetryUnavailable, iso
 from readiness.verdict import value_check
@@ -111,6 +111,7 @@ def _tile(tiles: list[dict[str, Any]], tile_id: str) -> dict[str, Any] | None:
     return next((t for t in tiles if isinstance(t, dict) and t.get("id") == tile_id), None)
 
 
+@part("command_center")
 def check_finance_tiles(phase: Phase) -> pd.DataFrame:
     """The synthetic revenue shows in the diagnostics tile and stays out of the live revenue tile."""
     trace = load_trace(phase) or {}

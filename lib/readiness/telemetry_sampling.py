@@ -49,7 +49,7 @@ from readiness.check import Check, Status
 from readiness.client import GuardedClient
 from readiness.inventory import production_writes_allowed
 from readiness.latency_stats import ecdf, percentile_summary
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_frame
 from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
 from readiness.telemetry_contract import run_window
@@ -82,6 +82,7 @@ def _plan(successes: int, errors: int, burn_in: int) -> list[tuple[str, str]]:
     return plan + [("error" if i in error_at else "success", "measured") for i in range(total)]
 
 
+@part("sampling")
 def drive_probes(phase: Phase) -> pd.DataFrame:
     """Send the probes through the probe app and poll the store for them (bounded wait)."""
     p = phase.params
@@ -213,6 +214,7 @@ def load_probes(phase: Phase) -> pd.DataFrame:
     return pd.read_parquet(phase.run.path(PROBES))
 
 
+@part("sampling")
 def sampling(phase: Phase, lookback_s: float = 0.0) -> pd.DataFrame:
     """Dual-source agreement, success share, declared rate, errors and finance at 100%."""
     p = phase.params
@@ -297,6 +299,7 @@ def _finance(phase: Phase, lookback_s: float) -> Check:
                       tags=("observability",), detail=detail)
 
 
+@part("sampling")
 def arrival(phase: Phase) -> pd.DataFrame:
     """Arrival latency of the probes that arrived, against ``thresholds.telemetry_arrival_s``."""
     p = phase.params
@@ -323,6 +326,7 @@ def arrival(phase: Phase) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("percentile")[["estimate", "low", "high", "upper", "n", "needs_n"]]
 
 
+@part("sampling")
 def arrival_chart(phase: Phase) -> alt.LayerChart | Markdown:
     """ECDF of arrival latency (ms), the threshold as a rule; saved under charts/.
 

@@ -57,3 +57,42 @@ def test_unknown_names_raise() -> None:
         phase_spec("99_x")
     with pytest.raises(KeyError, match="unknown part 'nope' of 00_inventory"):
         not_applicable_reason("00_inventory", [], "nope")
+
+
+def test_a_part_the_ecosystem_does_not_declare_is_recorded_skipped_and_not_called(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from IPython.display import Markdown
+
+    from readiness.check import Status
+    from readiness.phase import open_phase, part
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "params" / "staging.example.yaml").read_text())
+    data["capabilities"] = ["provider_portal"]
+    data["telemetry_app"] = None
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    for i in range(1, 9):
+        monkeypatch.setenv(f"A{i}_BASE_URL", f"http://127.0.0.1:{9 + i}")
+    monkeypatch.setenv("READINESS_OUTPUTS", str(tmp_path / "out"))
+    phase = open_phase("04_funnels", str(params_file))
+    calls: list[str] = []
+
+    @part("hardening")
+    def audit(ph: object) -> str:
+        calls.append("hardening")
+        return "ran"
+
+    @part("b2b")
+    def journeys(ph: object) -> str:
+        calls.append("b2b")
+        return "ran"
+
+    shown = audit(phase)
+    assert calls == [] and isinstance(shown, Markdown) and shown.data.startswith("**SKIPPED** — not applicable")
+    assert journeys(phase) == "ran" and calls == ["b2b"]
+    recorded = {c.id: c for c in phase.run.read_checks("04_funnels")}
+    skipped = recorded["04_funnels.hardening.applicable"]
+    assert skipped.status is Status.SKIPPED and "idempotency_contract" in skipped.detail
+    assert "04_funnels.b2b.applicable" not in recorded
