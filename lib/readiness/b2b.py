@@ -41,6 +41,7 @@ from readiness import aio
 from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
 from readiness.k6run import THRESHOLD_FAILED, run_k6
+from readiness.load_segments import request_timeout_s
 from readiness.phase import Phase, part
 from readiness.report import checks_table, header, md_table
 from readiness.telemetry import TelemetryUnavailable
@@ -129,7 +130,8 @@ def _k6_env(phase: Phase, run_token: str) -> dict[str, str]:
               "IDENTITY": p.synthetic.identities.get("provider", phase.synthetic_identity),
               "TAGS": json.dumps({**p.synthetic.tags, "env": "staging" if p.environment == "staging"
                                   else "prod_observe"}),
-              "SIGNUP_MIN": f"{p.thresholds.funnel_success_min:g}"}
+              "SIGNUP_MIN": f"{p.thresholds.funnel_success_min:g}",
+              "TIMEOUT_S": f"{request_timeout_s(p):g}"}  # the client's limits, not k6's 60 s default
     return values
 
 

@@ -14,6 +14,14 @@ so it flushes its points and summary, then SIGKILL after a grace period — befo
 exception propagates. On Linux the child also gets SIGKILL if the Python process dies
 outright (``PR_SET_PDEATHSIG``), which no ``finally`` could cover.
 
+What a stop does to requests in flight: on SIGINT k6 aborts the test at once — it does
+not wait for answers, it cancels every request still waiting (closing its connection, so
+a hanging target is not left with k6's sockets) and writes no ``http_req_*`` point for
+them; they are "interrupted iterations" in k6's words. A script that counts each request
+as it leaves (the ``requests_sent`` counter of ``baseline_load.js``) lets
+:func:`unfinished_requests` name them afterwards. Each result records how long k6 took to
+exit after the stop was asked for, and whether it had to be killed.
+
 Summary export semantics: a threshold's value ``true`` means it was *crossed* (failed);
 exit code 99 means at least one threshold failed; 105 means k6 stopped on SIGINT.
 """
@@ -40,6 +48,7 @@ import pandas as pd
 THRESHOLD_FAILED = 99
 EXTERNAL_ABORT = 105  # k6's exit code after an interrupt signal
 STOP_GRACE_S = 5.0
+SENT_METRIC = "requests_sent"  # the counter a script adds 1 to, tagged like the request, as a request leaves
 K6_ENV = {"K6_NO_USAGE_REPORT": "true"}
 _PR_SET_PDEATHSIG = 1
 
@@ -159,6 +168,26 @@ def request_rows(points: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows) if rows else pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
 
 
+def unfinished_requests(points: Iterable[Mapping[str, Any]], sent_metric: str = SENT_METRIC,
+                        key: Sequence[str] = ("scenario", "seq")) -> list[dict[str, Any]]:
+    """Requests that left (a ``sent_metric`` point) and never finished (no ``http_req_duration``
+    point with the same ``key`` tags): the ones k6 abandoned when it was stopped. Each is its
+    tags plus ``sent_at`` (epoch s)."""
+    sent: dict[tuple[str, ...], dict[str, Any]] = {}
+    done: set[tuple[str, ...]] = set()
+    for point in points:
+        metric = point.get("metric")
+        if metric not in (sent_metric, "http_req_duration"):
+            continue
+        tags = dict(point["data"].get("tags") or {})
+        ident = tuple(str(tags.get(k, "")) for k in key)
+        if metric == sent_metric:
+            sent.setdefault(ident, {**tags, "sent_at": point_time(point["data"]["time"])})
+        else:
+            done.add(ident)
+    return sorted((row for ident, row in sent.items() if ident not in done), key=lambda r: r["sent_at"])
+
+
 def counter_totals(points: Iterable[Mapping[str, Any]], metric: str, by: str = "scenario") -> dict[str, float]:
     """The sum of a counter metric's points (e.g. ``dropped_iterations``) per value of tag ``by``."""
     totals: dict[str, float] = {}
@@ -183,6 +212,8 @@ class K6Result:
     stopped: str | None = None
     timed_out: bool = False
     thresholds: dict[str, bool] = field(default_factory=dict)
+    stop_latency_s: float | None = None  # from the stop signal to k6's exit (None: not stopped)
+    killed: bool = False  # k6 did not exit within the grace period after SIGINT and got SIGKILL
 
     @property
     def threshold_failed(self) -> bool:
@@ -219,7 +250,10 @@ class K6Process:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped: str | None = None
         self.timed_out = False
+        self.killed = False
         self._t0 = 0.0
+        self._stop_at: float | None = None
+        self._exit_at: float | None = None
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -235,19 +269,33 @@ class K6Process:
         return self.proc.pid if self.proc else None
 
     def poll(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        code = self.proc.poll() if self.proc else None
+        if code is not None and self._exit_at is None:
+            self._exit_at = time.monotonic()
+        return code
 
     def interrupt(self, reason: str) -> None:
-        """Ask k6 to stop (SIGINT: it ends the test, flushes points and writes its summary)."""
-        if self.proc and self.proc.poll() is None:
+        """Ask k6 to stop (SIGINT: it aborts requests in flight, flushes points and writes its summary)."""
+        if self.proc and self.poll() is None:
             self.stopped = self.stopped or reason
+            self._stop_at = self._stop_at or time.monotonic()
             self.proc.send_signal(signal.SIGINT)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """SIGKILL if still running (recorded as ``killed``), and reap the process."""
+        if self.proc and self.poll() is None:
+            self.killed = True
             self.proc.kill()
         if self.proc:
             self.proc.wait()
+            self.poll()
+
+    @property
+    def stop_latency_s(self) -> float | None:
+        """Seconds from the stop signal to k6's exit, when it was stopped and has exited."""
+        if self._stop_at is None or self._exit_at is None:
+            return None
+        return max(0.0, self._exit_at - self._stop_at)
 
     def result(self) -> K6Result:
         summary = json.loads(self.summary_file.read_text()) if self.summary_file.exists() else {}
@@ -255,7 +303,8 @@ class K6Process:
         return K6Result(name=self.name, command=self.command, exit_code=self.poll(), summary=summary,
                         points_gz=gzip.compress(raw) if raw else b"", elapsed_s=time.monotonic() - self._t0,
                         log=self.log_file.read_text(errors="replace") if self.log_file.exists() else "",
-                        stopped=self.stopped, timed_out=self.timed_out, thresholds=parse_thresholds(summary))
+                        stopped=self.stopped, timed_out=self.timed_out, thresholds=parse_thresholds(summary),
+                        stop_latency_s=self.stop_latency_s, killed=self.killed)
 
 
 def stop_all(procs: Sequence[K6Process], reason: str, grace_s: float = STOP_GRACE_S) -> None:

@@ -5,7 +5,14 @@ target apps' critical GET routes from a pool of ``load.vus`` VUs (open model), t
 ``vu_scenario`` (closed model); with ``load.segments`` > 1 as execution segments whose raw
 points are merged (:mod:`readiness.load_segments`). SPEC §4 stop conditions are evaluated live
 (:mod:`readiness.stop_conditions`); a met one stops k6, is recorded for the run
-(``run.json`` ``stop_conditions``, like the latency phase's) and turns the checks STOPPED.
+(``run.json`` ``stop_conditions``, like the latency phase's) and turns the checks STOPPED. The
+evidence says how often each condition was evaluated and could be judged, when the breach
+began, how long k6 took to exit and which requests it abandoned in flight.
+
+Without a telemetry source (none in the params, or a store whose route answers 404 or
+nothing at all) the telemetry condition is not evaluated and nothing stops on its account:
+the stop-condition check and the autonomy checks say INCONCLUSIVE "no telemetry source: …",
+because an absent store is not a store that loses events.
 
 Verdicts never use k6's summary percentiles: per-endpoint P95 with order-statistic intervals
 (flagged above ``thresholds.load_flag_p95_ms``), delivered requests and dropped iterations,
@@ -18,6 +25,7 @@ starts and every ``load.*`` check is BLOCKED.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import tempfile
@@ -40,10 +48,10 @@ from readiness.k6run import counter_totals, run_many, threshold_slug
 from readiness.latency_stats import ecdf, histogram, percentile_summary
 from readiness.load_segments import LOG, POINTS, RUN_META, SUMMARY, targets
 from readiness.params_autonomy import MAX_UNAPPROVED_VUS
-from readiness.phase import Phase
+from readiness.phase import Phase, part
 from readiness.report import checks_frame, checks_table, fmt_interval, fmt_num, header, md_table
-from readiness.stop_conditions import StopMonitor
-from readiness.telemetry import TelemetryUnavailable, iso, parse_ts
+from readiness.stop_conditions import NO_SOURCE, StopMonitor, condition_text, report_notes
+from readiness.telemetry import TelemetryAbsent, TelemetryUnavailable, iso, parse_ts
 from readiness.telemetry_sampling import event_epoch
 from readiness.verdict import combine, error_rate_check, latency_check, value_check
 
@@ -97,18 +105,29 @@ def run_load(phase: Phase, use_existing_points: bool = False) -> pd.DataFrame:
         phase.record(_blocked(phase, refusal))
         return pd.DataFrame([{"status": "BLOCKED", "reason": refusal}])
     token, monitor = f"qa-load-{uuid.uuid4().hex[:12]}", StopMonitor(segs.stop_rules(p))
-    watch, grace = segs.watcher(monitor, token, segs.store_lookup(phase)), min(ld.grace_s, 10)
+    absent = segs.telemetry_absence(p)
+    if absent:
+        monitor.no_source(absent)
+    watch = segs.watcher(monitor, token, None if absent else segs.store_lookup(phase))
+    grace, limit = min(ld.grace_s, 10), segs.k6_timeout(p)
     started = dt.datetime.now(dt.UTC)
-    with tempfile.TemporaryDirectory(prefix="readiness-load-") as tmp:
-        results = run_many(segs.local_processes(p, token, Path(tmp)), on_points=watch, poll_s=ld.stop_poll_s,
-                           timeout_s=segs.k6_timeout(p), grace_s=grace)
-        if ld.segments > 1 and monitor.met is None:
-            results += run_many([segs.closed_process(p, token, Path(tmp))], on_points=watch, poll_s=ld.stop_poll_s,
-                                timeout_s=segs.k6_timeout(p), grace_s=grace)
+    try:
+        with tempfile.TemporaryDirectory(prefix="readiness-load-") as tmp:
+            results = run_many(segs.local_processes(p, token, Path(tmp)), on_points=watch, poll_s=ld.stop_poll_s,
+                               timeout_s=limit, grace_s=grace)
+            if monitor.met is None:  # the closed model only once the open one has no request in flight
+                results += run_many([segs.closed_process(p, token, Path(tmp))], on_points=watch,
+                                    poll_s=ld.stop_poll_s, timeout_s=limit, grace_s=grace)
+    except BaseException:
+        watch.close()
+        raise
+    watch.close(wait_s=p.http.total_timeout_s)  # the last store query's answer belongs in the evidence
     segs.record_results(phase.run, results, {
         "token": token, "started_at": iso(started), "ended_at": iso(dt.datetime.now(dt.UTC)), "source": "local",
         "segments": ld.segments, "planned_iterations": segs.planned_iterations(p), "targets": targets(p),
-        "stop": monitor.report(), "blocked": None})
+        "request_timeout_s": segs.request_timeout_s(p), "stop": monitor.report(),
+        "stop_timing": monitor.timing([r.stop_latency_s for r in results if r.stop_latency_s is not None],
+                                      killed=any(r.killed for r in results)), "blocked": None})
     if monitor.met is not None:
         _mark_stop(phase, monitor.met.reason)
     return scenario_table(phase)
@@ -244,12 +263,37 @@ def delivery(phase: Phase) -> pd.DataFrame:
                                   observed=crossed,
                                   expected=False, tags=("performance",), **common,
                                   detail=f"summary export: {'crossed' if crossed else 'not crossed'}; {code}"))
-    met = (meta.get("stop") or {}).get("met")
-    checks.append(value_check(id=STOP_CHECK, title="no stop condition met during the load",
-                              observed=met["reason"] if met else "none", expected="none", tags=("reliability",),
-                              **common, detail="; ".join(c["rule"] for c in (meta["stop"].get("conditions") or {})
-                                                         .values()) if meta.get("stop") else ""))
+    checks.append(stop_check(meta, common, declared_store=segs.telemetry_absence(p) is None))
     return _finish(phase, checks)
+
+
+def stop_check(meta: dict[str, Any], common: dict[str, Any], *, declared_store: bool = True) -> Check:
+    """``load.stop_conditions``: FAIL when one was met. "None met" is a PASS only when it says
+    something: INCONCLUSIVE when the error-rate window could never be judged (a load shorter
+    than the sustained window), or when a *declared* telemetry store turned out absent, so its
+    condition could not be watched. An undeclared store is no condition of this ecosystem:
+    the error rate and P95 decide. The detail counts each condition's evaluations and judgements."""
+    stop = meta.get("stop") or {}
+    met, absent = stop.get("met"), stop.get("telemetry_source")
+    parts = [condition_text(c) for c in (stop.get("conditions") or {}).values()]
+    flight = meta.get("in_flight_at_stop") or {}
+    if flight.get("requests"):
+        parts.append(f"{flight['requests']} request(s) in flight at stop, abandoned by k6 (no answer recorded)")
+    check = value_check(id=STOP_CHECK, title="no stop condition met during the load",
+                        observed=met["reason"] if met else "none", expected="none", tags=("reliability",),
+                        **common, detail="; ".join(parts))
+    never = (stop.get("conditions") or {}).get("error_rate", {})
+    if met is None and never.get("evaluations") and not never.get("judged"):  # "not met" would be vacuous
+        why = ", ".join(f"{k} ×{n}" for k, n in (never.get("not_judged") or {}).items())
+        return check.with_status(Status.INCONCLUSIVE, f"the error-rate and P95 conditions could never be judged "
+                                                      f"({why}): the load was shorter than the sustained window or "
+                                                      f"its traffic had gaps; {check.detail}")
+    if met is None and absent and declared_store:
+        # A declared store that turned out absent: one of the three conditions could not be watched.
+        # An undeclared store is no condition of this ecosystem, so the other two decide.
+        return check.with_status(Status.INCONCLUSIVE, f"{absent}; error rate and P95 not met, the telemetry "
+                                                      f"condition not evaluated; {check.detail}")
+    return check
 
 
 async def _signals(phase: Phase, start: dt.datetime, end: dt.datetime) -> tuple[dict[str, list[dict]], str]:
@@ -267,6 +311,9 @@ async def _signals(phase: Phase, start: dt.datetime, end: dt.datetime) -> tuple[
                          for s in ld.autonomy_signals}
                 newer = await source.events(since=end, until=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1),
                                             app_id=ld.autonomy_app, limit=1)
+            except TelemetryAbsent as exc:
+                return {s: [] for s in ld.autonomy_signals}, str(exc) if str(exc).startswith(NO_SOURCE) \
+                    else f"{NO_SOURCE}: {exc}"
             except TelemetryUnavailable as exc:
                 return {s: [] for s in ld.autonomy_signals}, f"telemetry store unavailable: {exc}"
             if (all(found.values()) and newer) or time.monotonic() > deadline:
@@ -278,13 +325,16 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+@part("autonomy_signals")
 def autonomy(phase: Phase) -> pd.DataFrame:
     """The autonomy signals in the store during the load, and their arrival latency (ms)."""
     if _state(phase)[0]:
         return _recorded(phase, "load.autonomy.")
     p, meta = phase.params, segs.read_meta(phase.run)
     app, conf = p.load.autonomy_app, p.thresholds.confidence
-    found, problem = aio.run(_signals(phase, parse_ts(meta["started_at"]), parse_ts(meta["ended_at"])))
+    absent = segs.telemetry_absence(p) or (meta.get("stop") or {}).get("telemetry_source")
+    found, problem = ({s: [] for s in p.load.autonomy_signals}, absent) if absent else \
+        aio.run(_signals(phase, parse_ts(meta["started_at"]), parse_ts(meta["ended_at"])))
     rows = []
     for signal, events in found.items():
         for e in events:
@@ -306,11 +356,15 @@ def autonomy(phase: Phase) -> pd.DataFrame:
                                 threshold_ms=p.thresholds.telemetry_arrival_s * 1000,
                                 q=AUTONOMY_ARRIVAL_Q, confidence=conf, **common,
                                 detail="event timestamp to the store's received_at"))
+    if problem and problem.startswith(NO_SOURCE):  # nothing to read is no evidence either way
+        checks = [dataclasses.replace(c, status=Status.INCONCLUSIVE, observed=None, n=0, detail=problem)
+                  for c in checks]
     _finish(phase, checks)
     table = [r.to_dict() for r in percentile_summary(samples, QS, conf)]
     return pd.DataFrame(table).set_index("percentile")[["estimate", "low", "high", "upper", "n"]]
 
 
+@part("autonomy_signals")
 def autonomy_chart(phase: Phase) -> alt.HConcatChart | Markdown:
     """ECDF and histogram of the autonomy signals' arrival latency (aggregated); saved under charts/."""
     path = phase.run.path(AUTONOMY)
@@ -375,7 +429,9 @@ def write_reports(phase: Phase) -> Markdown:
         "vu_scenario": p.load.vu_scenario.model_dump(), "endpoints": [{**e, "text": None} for e in endpoints],
         "k6": {"exit_code": summary.get("exit_code"), "threshold_failed": summary.get("threshold_failed"),
                "thresholds": p.load.thresholds, "thresholds_crossed": summary.get("thresholds_crossed")},
-        "stop_conditions": meta.get("stop"), "checks": [c.to_dict() for c in checks],
+        "stop_conditions": meta.get("stop"), "stop_timing": meta.get("stop_timing"),
+        "in_flight_at_stop": meta.get("in_flight_at_stop"),
+        "telemetry_source": (meta.get("stop") or {}).get("telemetry_source"), "checks": [c.to_dict() for c in checks],
         "slo_matrix": [{"app": c.app, "verdict": "STOPPED" if stop else str(c.status), "p95": lat.to_dict(),
                         "error_rate": err.to_dict()} for c, (lat, err) in slo]})
     head = header("Baseline load (Phase 2)", ecosystem=p.ecosystem, environment=p.environment,
@@ -384,7 +440,7 @@ def write_reports(phase: Phase) -> Markdown:
                    f"{p.load.vus}, {p.load.segments} segment(s)), then {p.load.vu_scenario.vus} VUs for "
                    f"{p.load.vu_scenario.duration_s:g} s. Raw points `{POINTS}`, summary `{SUMMARY}`, log `{LOG}`, "
                    f"results `{RESULTS}`.\n\n" + (f"## {'Blocked' if refusal else 'Stopped'}\n\n{refusal or stop}\n\n"
-                                                  if refusal or stop else ""))
+                                                  if refusal or stop else "") + report_notes(meta))
     text += "## Endpoints (arrival-rate scenario, raw points)\n\n" + md_table(
         ["app", "route", "P50", "P95", "P99"], [(e["app"], e["route"], *(e["text"][q] for q in ("P50", "P95", "P99")))
                                                for e in endpoints if e["scenario"] == "arrival"])

@@ -11,6 +11,13 @@ machines (``readiness load-segment --params P --index i --of N --out DIR`` on ea
 ``readiness load-merge DIR… --run-dir R``; see ``docs/distributed_load.md``). Merging keeps
 the raw points: they are concatenated into one distribution and every percentile is
 computed from it afterwards — percentiles of segments are never averaged.
+
+A local run is the arrival-rate process(es) first, then the VU scenario in a process of
+its own once they have exited: the two VU pools never have requests in flight at the same
+time, and a stop condition met during the arrival scenario means the VU scenario never
+starts. Every request carries the timeout :func:`request_timeout_s` derives from
+``params.http``, so a hanging target holds at most the VU pool's worth of requests, each
+for at most that long.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import math
 import platform
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -34,19 +42,21 @@ import readiness
 from readiness import aio
 from readiness.k6run import (
     EXTERNAL_ABORT,
+    SENT_METRIC,
     THRESHOLD_FAILED,
     K6Process,
     K6Result,
-    OnPoints,
     parse_points,
     parse_thresholds,
+    point_time,
     request_rows,
     run_many,
+    unfinished_requests,
 )
 from readiness.params import Params, load_params
 from readiness.runfolder import RunFolder
-from readiness.stop_conditions import Rules, StopMonitor, monitor_points
-from readiness.telemetry import TelemetryUnavailable, iso
+from readiness.stop_conditions import NO_SOURCE, Rules, StopMonitor, monitor_points
+from readiness.telemetry import TelemetryAbsent, TelemetryUnavailable, iso
 
 if TYPE_CHECKING:  # the phase context pulls in the notebook stack; a segment machine needs none of it
     from readiness.phase import Phase
@@ -58,7 +68,7 @@ LOG = "evidence/baseline_k6.log"
 RUN_META = "evidence/baseline_load_run.json"
 SEGMENT_FILES = {"points": "points.json.gz", "summary": "summary.json", "log": "k6.log", "meta": "segment.json"}
 STOP_P95_ROLES = ("identity", "student")  # SPEC §4: "A1/A2 P95 > 200 ms sustained", read by role
-K6_GRACEFUL_STOP_S = 30  # k6's default gracefulStop after a scenario's duration
+SCENARIO_GRACE_S = 1.0  # the script's gracefulStop is the request timeout plus this
 TELEMETRY_POLL_S = 5.0  # how often the store is asked about the load's own requests while k6 runs
 
 
@@ -78,7 +88,20 @@ def planned_iterations(params: Params) -> int:
     return math.ceil(params.load.rate_per_s * params.load.duration_s - 1e-9)
 
 
-def script_env(params: Params, token: str, scenarios: str = "arrival,vus") -> dict[str, str]:
+def request_timeout_s(params: Params) -> float:
+    """k6's per-request timeout: how long the suite's own client would wait for an answer.
+
+    k6 has one limit for a whole request, the guarded client two: ``read_timeout_s`` for the
+    answer to begin once connected, ``total_timeout_s`` for everything. With discarded
+    bodies a GET's time is its wait for the first byte, so the client gives up after
+    connect + read at the latest, never later than the total. Past that a request is an
+    error for every other phase, and it must be one under load too (k6's default is 60 s).
+    """
+    h = params.http
+    return min(h.total_timeout_s, h.connect_timeout_s + h.read_timeout_s)
+
+
+def script_env(params: Params, token: str, scenarios: str = "arrival") -> dict[str, str]:
     """The script's settings for these params: the same on every machine of a distributed run."""
     ld = params.load
     if min(ld.duration_s, ld.vu_scenario.duration_s) < 1:
@@ -90,7 +113,7 @@ def script_env(params: Params, token: str, scenarios: str = "arrival,vus") -> di
             "THRESHOLDS": json.dumps(ld.thresholds), "IDENTITY": params.synthetic.identities["student"],
             "TAGS": json.dumps({**params.synthetic.tags,
                                 "env": "staging" if params.environment == "staging" else "prod_observe"}),
-            "TIMEOUT": f"{params.http.total_timeout_s:g}s"}
+            "TIMEOUT_S": f"{request_timeout_s(params):g}"}
 
 
 def stop_rules(params: Params) -> Rules:
@@ -103,9 +126,10 @@ def stop_rules(params: Params) -> Rules:
 
 
 def k6_timeout(params: Params) -> float:
-    """How long the k6 processes may take in all before they are stopped."""
+    """How long one k6 process of the load may take before it is stopped: its scenarios, the
+    graceful stop after each (the request timeout, which ends every iteration), ``grace_s``."""
     ld = params.load
-    return ld.duration_s + ld.vu_scenario.duration_s + ld.grace_s + K6_GRACEFUL_STOP_S
+    return ld.duration_s + ld.vu_scenario.duration_s + ld.grace_s + 2 * (request_timeout_s(params) + SCENARIO_GRACE_S)
 
 
 def _frac(x: Fraction) -> str:
@@ -124,16 +148,16 @@ def segment_args(index: int, of: int) -> list[str]:
 
 
 def local_processes(params: Params, token: str, work: Path) -> list[K6Process]:
-    """The k6 processes of a local run: one for both scenarios, or ``load.segments`` arrival segments."""
+    """The arrival-rate k6 processes of a local run: one, or ``load.segments`` execution segments."""
     n = params.load.segments
     if n == 1:
-        return [K6Process(SCRIPT, workdir=work, env=script_env(params, token), name="baseline")]
-    return [K6Process(SCRIPT, workdir=work, env=script_env(params, token, "arrival"), args=segment_args(i, n),
+        return [K6Process(SCRIPT, workdir=work, env=script_env(params, token), name="arrival")]
+    return [K6Process(SCRIPT, workdir=work, env=script_env(params, token), args=segment_args(i, n),
                       name=f"segment-{i}") for i in range(n)]
 
 
 def closed_process(params: Params, token: str, work: Path) -> K6Process:
-    """The VU scenario alone (after the arrival segments of a segmented run)."""
+    """The VU scenario alone, started once the arrival processes have exited."""
     return K6Process(SCRIPT, workdir=work, env=script_env(params, token, "vus"), name="vus")
 
 
@@ -152,11 +176,29 @@ def crossed_any(parts: Sequence[dict[str, bool]]) -> dict[str, bool]:
     return out
 
 
+def in_flight_at_stop(results: Sequence[K6Result]) -> dict[str, Any]:
+    """The requests k6 abandoned: sent (a ``requests_sent`` point), never finished.
+
+    k6 aborts them when it is stopped (SIGINT) — or when a scenario's graceful stop runs out —
+    without a point of their own, so they are in no distribution; they are counted here, per
+    app, with when the oldest of them was sent.
+    """
+    abandoned = [(r, row) for r in results for row in unfinished_requests(r.points())]
+    by_app: dict[str, int] = {}
+    for _, row in abandoned:
+        by_app[str(row.get("app", ""))] = by_app.get(str(row.get("app", "")), 0) + 1
+    return {"requests": len(abandoned), "by_app": by_app,
+            "oldest_sent_at": min((row["sent_at"] for _, row in abandoned), default=None),
+            "processes": sorted({r.name for r, _ in abandoned})}
+
+
 def record_results(run: RunFolder, results: Sequence[K6Result], meta: dict[str, Any]) -> None:
     """Points (one gzipped stream), summary, log and run metadata of finished k6 processes.
 
     Exit codes other than 0 and 99 are errors, unless k6 was stopped on purpose (105 after
-    SIGINT, or killed after the grace period).
+    SIGINT, or killed after the grace period). The metadata gains ``in_flight_at_stop``
+    (:func:`in_flight_at_stop`); each part of the summary says how long k6 took to exit
+    after it was asked to stop, and whether it had to be killed.
     """
     log = "".join(f"$ k6 run … {SCRIPT.name} [{r.name}] (exit {r.exit_code}"
                   f"{', stopped: ' + r.stopped if r.stopped else ''})\n\n{r.log}\n" for r in results)
@@ -172,52 +214,138 @@ def record_results(run: RunFolder, results: Sequence[K6Result], meta: dict[str, 
     run.write_json(SUMMARY, {
         "exit_code": combined_exit(codes), "threshold_failed": THRESHOLD_FAILED in codes,
         "thresholds_crossed": crossed_any([r.thresholds for r in results]),
-        "parts": [{"name": r.name, "exit_code": r.exit_code, "stopped": r.stopped,
-                   "thresholds_crossed": r.thresholds, "summary": r.summary} for r in results]})
-    run.write_json(RUN_META, meta)
+        "parts": [{"name": r.name, "exit_code": r.exit_code, "stopped": r.stopped, "stop_latency_s": r.stop_latency_s,
+                   "killed": r.killed, "thresholds_crossed": r.thresholds, "summary": r.summary} for r in results]})
+    run.write_json(RUN_META, {**meta, "in_flight_at_stop": in_flight_at_stop(results)})
+
+
+def telemetry_absence(params: Params) -> str | None:
+    """Why this ecosystem has no telemetry source to watch, or None when the params name one.
+
+    A store the params name may still turn out absent while the load runs (its route
+    answers 404 or nothing at all): :class:`StopWatcher` finds that out from the first query.
+    """
+    app = getattr(params, "telemetry_app", None)
+    if not app:
+        return f"{NO_SOURCE}: the params name no telemetry store (telemetry_app is not set)"
+    provides = getattr(params, "provides", None)
+    if callable(provides) and not provides("telemetry_store"):
+        return f"{NO_SOURCE}: the params do not declare the telemetry_store capability"
+    return None
+
+
+class StopWatcher:
+    """k6run's ``on_points`` for the baseline load: feed the monitor, evaluate, say why to stop.
+
+    With ``arrived`` (which of these trace ids does the telemetry store hold?), every
+    ``telemetry_poll_s`` the newest answered request is put under watch and the oldest
+    watched ones are asked about — a low, bounded rate of store queries (before any request
+    is watched, the first poll asks about a trace no request carries, to learn at once
+    whether there is a store to ask). The query runs in
+    a thread of its own, one at a time, and its answer is taken at a later poll: a store
+    that hangs must not hold up the error-rate and P95 evaluations (a blocking query took
+    up to three client timeouts per poll). How it ended is told to the monitor: found
+    traces arrive; a :class:`TelemetryAbsent` before the store ever answered means there is
+    no telemetry source (the condition is then not evaluated); any other failure keeps the
+    traces pending, with the error kept for the report. Without ``arrived`` (a segment on a
+    machine that does not query the store) telemetry is not watched.
+
+    When a request was sent is taken from the script's ``requests_sent`` point, not from its
+    duration: k6's ``http_req_duration`` leaves out the time spent connecting, so a request
+    that timed out waiting for a connection (a server whose accept queue is full) would look
+    as if it had been sent at the moment it failed.
+    """
+
+    def __init__(self, monitor: StopMonitor, token: str, arrived: Callable[[list[str]], set[str]] | None = None,
+                 telemetry_poll_s: float = TELEMETRY_POLL_S) -> None:
+        self.monitor, self.token, self.arrived, self.telemetry_poll_s = monitor, token, arrived, telemetry_poll_s
+        self._last_poll = -math.inf
+        self._thread: threading.Thread | None = None
+        self._outcome: tuple[set[str] | None, BaseException | None] = (None, None)
+        self._sent: dict[tuple[str, str], float] = {}  # (scenario, seq) → sent at, until the request finishes
+
+    def __call__(self, points: list[dict[str, Any]], now: float) -> str | None:
+        for point in points:
+            if point.get("metric") == SENT_METRIC:
+                tags = point["data"].get("tags") or {}
+                self._sent[(str(tags.get("scenario", "")), str(tags.get("seq", "")))] = point_time(point["data"]["time"])
+        rows = request_rows(points)
+        if not rows.empty:
+            keys = zip(rows.get("scenario", pd.Series([""] * len(rows))).astype(str),
+                       rows.get("seq", pd.Series([""] * len(rows))).astype(str), strict=True)
+            rows = rows.assign(started=[self._sent.pop(key, None) for key in keys])
+            self.monitor.add(monitor_points(rows.to_dict("records")))
+        if self.arrived is not None and self.monitor.source_absent is None:
+            self._collect()
+            if self.monitor.source_absent is None and now - self._last_poll >= self.telemetry_poll_s:
+                self._last_poll = now
+                answered = rows[rows["status"] > 0] if not rows.empty else rows
+                if not answered.empty:
+                    newest = answered.loc[answered["time"].idxmax()]
+                    self.monitor.sent(f"{self.token}-{newest['scenario']}-{newest['seq']}", float(newest["time"]))
+                # until the store has answered once, a trace no request carries asks whether there is one
+                traces = self.monitor.pending() or ([] if self.monitor.store_answered else [f"{self.token}-probe"])
+                if self._thread is None and traces:
+                    self._ask(traces)
+        met = self.monitor.evaluate(now)
+        return met.reason if met else None
+
+    def _ask(self, traces: list[str]) -> None:
+        assert self.arrived is not None
+        ask = self.arrived
+
+        def run() -> None:
+            try:
+                self._outcome = (ask(traces), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the watcher's thread by _collect
+                self._outcome = (None, exc)
+
+        self._thread = threading.Thread(target=run, name="readiness-load-telemetry", daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        """Take the answer of a finished query, if there is one."""
+        if self._thread is None or self._thread.is_alive():
+            return
+        self._thread = None
+        found, error = self._outcome
+        self._outcome = (None, None)
+        if isinstance(error, TelemetryAbsent) and not self.monitor.store_answered:
+            self.monitor.no_source(str(error))
+        elif isinstance(error, TelemetryUnavailable):
+            self.monitor.store_failed(str(error))
+        elif error is not None:
+            raise error
+        else:
+            self.monitor.answered(found or set())
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """Wait up to ``wait_s`` for a query still running and take its answer; an unfinished one is
+        abandoned (it ends at the client's timeout in its daemon thread)."""
+        if self._thread is not None:
+            self._thread.join(max(0.0, wait_s))
+            self._collect()
 
 
 def watcher(monitor: StopMonitor, token: str, arrived: Callable[[list[str]], set[str]] | None = None,
-            telemetry_poll_s: float = TELEMETRY_POLL_S) -> OnPoints:
-    """k6run's ``on_points`` for the baseline load: feed the monitor, evaluate, say why to stop.
-
-    With ``arrived`` (which of these trace ids has the telemetry store seen?), every
-    ``telemetry_poll_s`` the newest answered request is put under watch and the oldest
-    watched ones are asked about — a low, bounded rate of store queries. Without it (a
-    segment on a machine that does not query the store) telemetry is not watched.
-    """
-    last_poll = [0.0]
-
-    def on_points(points: list[dict[str, Any]], now: float) -> str | None:
-        rows = request_rows(points)
-        if not rows.empty:
-            monitor.add(monitor_points(rows.to_dict("records")))
-        if arrived is not None and now - last_poll[0] >= telemetry_poll_s:
-            last_poll[0] = now
-            answered = rows[rows["status"] > 0] if not rows.empty else rows
-            if not answered.empty:
-                newest = answered.loc[answered["time"].idxmax()]
-                monitor.sent(f"{token}-{newest['scenario']}-{newest['seq']}", float(newest["time"]))
-            for trace in arrived(monitor.pending()) if monitor.pending() else ():
-                monitor.arrived(trace)
-        met = monitor.evaluate(now)
-        return met.reason if met else None
-
-    return on_points
+            telemetry_poll_s: float = TELEMETRY_POLL_S) -> StopWatcher:
+    """The ``on_points`` callback of a load (see :class:`StopWatcher`)."""
+    return StopWatcher(monitor, token, arrived, telemetry_poll_s)
 
 
 def store_lookup(phase: Phase) -> Callable[[list[str]], set[str]]:
-    """Which of some trace ids the telemetry store has (one short query each, through the guarded client)."""
+    """Which of some trace ids the telemetry store has (one short query each, through the guarded client).
+
+    A failing query raises (:class:`TelemetryAbsent` when there is no store to ask): the
+    caller tells a missing event from a store it cannot ask.
+    """
     async def ask(traces: list[str]) -> set[str]:
         found, until = set(), dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
         async with phase.client() as client:
             source = phase.telemetry(client)
             for trace in traces:
-                try:
-                    if await source.copies(trace_id=trace, since=until - dt.timedelta(hours=1), until=until):
-                        found.add(trace)
-                except TelemetryUnavailable:
-                    pass  # a store that cannot answer has not shown the event: it stays pending
+                if await source.copies(trace_id=trace, since=until - dt.timedelta(hours=1), until=until):
+                    found.add(trace)
         return found
 
     return lambda traces: aio.run(ask(traces))

@@ -97,6 +97,13 @@ def test_baseline_load_end_to_end(base: dict[str, Any], tmp_path: Path, monkeypa
     assert results["dropped_iterations"] == 0 and results["stop_conditions"]["met"] is None
     assert {e["app"] for e in results["endpoints"]} == set(APPS)
     assert set(results["stop_conditions"]["conditions"]) == {"error_rate", "p95", "telemetry_missing"}
+    evaluated = results["stop_conditions"]["conditions"]
+    assert evaluated["error_rate"]["judged"] > 0  # watched, and able to decide
+    assert evaluated["p95"]["not_evaluated"] == "no guarded app in this load"  # A4 and A5 are neither A1 nor A2
+    assert results["telemetry_source"] is None and results["stop_conditions"]["store_answered"]
+    assert results["in_flight_at_stop"]["requests"] == 0 and results["stop_timing"] is None
+    meta = json.loads(phase.run.path(load.RUN_META).read_text())
+    assert meta["request_timeout_s"] == 7.0  # connect 2 s + read 5 s, under the total of 10 s
     matrix = phase.run.path(load.SLO_MATRIX).read_text()
     assert "| A4 | 120.0 ms |" in matrix and "| A5 | 120.0 ms |" in matrix
     assert load.autonomy_chart(phase) is not None and phase.run.path("charts/load_autonomy_arrival.svg").is_file()
@@ -232,6 +239,9 @@ def test_sustained_errors_stop_the_load(base: dict[str, Any], tmp_path: Path, mo
         assert c[cid].status is Status.STOPPED and "stop condition: error rate" in c[cid].detail, cid
     stops = phase.run.info()["stop_conditions"]
     assert stops == [{"phase": "03_baseline_load", "reason": stop.observed}]
+    meta = json.loads(phase.run.path(load.RUN_META).read_text())
+    assert meta["stop_timing"]["breach_to_stop_s"] is not None and not meta["stop_timing"]["k6_killed"]
+    assert "vus" not in load.scenario_table(phase).index  # the closed model never started after the stop
 
 
 def test_more_than_60_vus_need_an_approval(base: dict[str, Any], tmp_path: Path,

@@ -20,6 +20,7 @@ from readiness.k6run import (
     request_rows,
     run_k6,
     threshold_slug,
+    unfinished_requests,
 )
 
 # A script that needs no server: one custom point per iteration, for as long as DURATION.
@@ -93,6 +94,18 @@ def test_request_rows_follow_k6s_failed_rule() -> None:
     assert request_rows([]).empty
 
 
+def test_unfinished_requests_are_the_ones_sent_and_never_answered() -> None:
+    pts = [point("requests_sent", 1, scenario="arrival", seq="0", app="A1"),
+           point("requests_sent", 1, scenario="arrival", seq="1", app="A2"),
+           point("requests_sent", 1, scenario="vus", seq="0", app="A1"),
+           point("http_req_duration", 1500.0, scenario="arrival", seq="0", status="0"),  # timed out: finished
+           point("http_req_duration", 2.0, scenario="arrival", seq="7", status="200")]  # no sent point: not counted
+    assert unfinished_requests(pts) == [
+        {"scenario": "arrival", "seq": "1", "app": "A2", "sent_at": 1767323045.25},
+        {"scenario": "vus", "seq": "0", "app": "A1", "sent_at": 1767323045.25}]
+    assert unfinished_requests([]) == []
+
+
 def test_counter_totals_per_scenario() -> None:
     pts = [point("dropped_iterations", 2, scenario="arrival"), point("dropped_iterations", 1, scenario="arrival"),
            point("iterations", 1, scenario="vus")]
@@ -124,6 +137,7 @@ def test_run_k6_keeps_points_summary_and_exit_99(tmp_path: Path) -> None:
     assert len([p for p in result.points() if p["metric"] == "ticks"]) >= 3
     assert sum(seen) == len(result.points())  # every point was shown to the caller exactly once, live
     assert result.stopped is None and not result.timed_out
+    assert result.stop_latency_s is None and not result.killed  # it ran to its end
 
 
 def test_a_stop_reason_ends_k6_early(tmp_path: Path) -> None:
@@ -135,6 +149,7 @@ def test_a_stop_reason_ends_k6_early(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 15
     assert result.stopped == "enough" and result.exit_code == EXTERNAL_ABORT
     assert result.summary["metrics"]["ticks"]["count"] >= 1  # SIGINT let k6 write its summary
+    assert result.stop_latency_s is not None and not result.killed  # it exited on SIGINT, within the grace
 
 
 def test_an_exception_in_the_caller_leaves_no_k6_behind(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from readiness.k6run import EXTERNAL_ABORT, K6Result
 from readiness.latency_stats import percentile_summary
 from readiness.load_segments import (
     POINTS,
@@ -18,6 +19,7 @@ from readiness.load_segments import (
     crossed_any,
     merge_segments,
     read_requests,
+    record_results,
     segment_args,
 )
 from readiness.params import load_params
@@ -129,3 +131,25 @@ def test_merge_refuses_incomplete_or_mixed_segments(tmp_path: Path, run: RunFold
     assert str(err.value) == (f"{tmp_path / 'empty'} is not a load segment folder: missing points.json.gz, "
                               "summary.json, k6.log, segment.json")
     assert not run.path(POINTS).exists()  # nothing merged from a refused set
+
+
+def test_requests_in_flight_at_a_stop_are_counted(run: RunFolder) -> None:
+    """k6 writes no point for a request it abandoned on SIGINT; its ``requests_sent`` point names it."""
+    def line(metric: str, seq: int, app: str) -> str:
+        tags = {"app": app, "route": "r", "scenario": "arrival", "seq": str(seq), "status": "503",
+                "expected_response": "false"}
+        return json.dumps({"type": "Point", "metric": metric,
+                           "data": {"time": f"2026-01-02T03:04:{5 + seq:02d}.5Z", "value": 1.0, "tags": tags}})
+
+    lines = [line("requests_sent", i, "A1" if i % 2 else "A2") for i in range(5)]
+    lines += [line("http_req_duration", i, "A2") for i in (0, 2)]
+    stopped = K6Result(name="arrival", command=[], exit_code=EXTERNAL_ABORT, summary={}, elapsed_s=3.0, log="",
+                       points_gz=gzip.compress(("\n".join(lines) + "\n").encode()), stopped="error rate",
+                       stop_latency_s=0.2)
+    record_results(run, [stopped], {"planned_iterations": 5})
+    meta = json.loads(run.path(RUN_META).read_text())
+    assert meta["in_flight_at_stop"] == {"requests": 3, "by_app": {"A1": 2, "A2": 1},
+                                         "oldest_sent_at": 1767323046.5, "processes": ["arrival"]}
+    part = json.loads(run.path(SUMMARY).read_text())["parts"][0]
+    assert (part["stopped"], part["stop_latency_s"], part["killed"]) == ("error rate", 0.2, False)
+    assert len(read_requests(run)) == 2  # the abandoned ones are in no distribution

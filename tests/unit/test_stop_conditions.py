@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from readiness.stop_conditions import ERROR_RATE, P95, TELEMETRY, Rules, StopMonitor, monitor_points
+from readiness.stop_conditions import (
+    EMPTY_SLICE,
+    ERROR_RATE,
+    P95,
+    STORE_SILENT,
+    TELEMETRY,
+    WINDOW_NOT_FULL,
+    Finished,
+    Rules,
+    StopMonitor,
+    monitor_points,
+)
 
 T0 = 1_700_000_000.0
 RATE = 40  # requests per second in the synthetic traffic
@@ -111,8 +124,15 @@ def test_first_met_condition_stays_met() -> None:
 
 
 def test_monitor_points_from_request_rows() -> None:
-    rows = [{"time": T0, "app": "A1", "failed": True, "duration_ms": 3.5, "status": 500}]
-    assert monitor_points(rows) == [(T0, "A1", True, 3.5)]
+    rows = [{"time": T0, "app": "A1", "failed": True, "duration_ms": 3.5, "status": 500},
+            {"time": T0 + 2, "app": "A1", "failed": True, "duration_ms": 1500.0, "status": 0},  # timed out waiting
+            {"time": T0 + 3, "app": "A2", "failed": True, "duration_ms": 0.0, "status": 0, "started": T0 + 1.5},
+            {"time": T0 + 4, "app": "A2", "failed": False, "duration_ms": 8.0, "status": 200, "started": None}]
+    assert monitor_points(rows) == [
+        Finished(T0, "A1", True, 3.5, T0 - 0.0035),
+        Finished(T0 + 2, "A1", True, math.inf, T0 + 0.5),  # no answer: infinitely slow, sent 1.5 s before it ended
+        Finished(T0 + 3, "A2", True, math.inf, T0 + 1.5),  # a connect timeout: k6's duration leaves the wait out
+        Finished(T0 + 4, "A2", False, 8.0, T0 + 4 - 0.008)]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -124,3 +144,91 @@ def test_bad_rules_are_refused(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError) as err:
         rules(**{field: value})
     assert str(err.value) == message
+
+
+def hanging(batches: int, *, vus: int = 5, timeout_s: float = 1.5, app: str = "A1") -> list[Finished]:
+    """A target that never answers, loaded by ``vus`` VUs: each VU's request times out after
+    ``timeout_s`` and the VU sends the next at once, so requests end in bursts ``timeout_s`` apart."""
+    return [Finished(T0 + b * timeout_s + i * 0.05 + timeout_s, app, True, math.inf, T0 + b * timeout_s + i * 0.05)
+            for b in range(batches) for i in range(vus)]
+
+
+def test_a_hanging_target_is_judged_on_the_requests_it_holds() -> None:
+    """Slices between the bursts of timeouts hold no finished request, yet every VU was waiting on
+    the target through them: they are judged on those requests, and the breach stops the load."""
+    monitor = StopMonitor(rules(sustained_s=2))
+    met = feed(monitor, hanging(6), step_s=0.25)
+    assert met is not None and met.name == ERROR_RATE and monitor.also_met == [P95]
+    assert met.breach_started_at == T0 and met.judgeable_since == met.at
+    report = monitor.report()["conditions"]
+    assert report[ERROR_RATE]["judged"] == 1 and report[ERROR_RATE]["judged_on_in_flight"] == 1
+    assert report[ERROR_RATE]["not_judged"] == {WINDOW_NOT_FULL: report[ERROR_RATE]["evaluations"] - 1}
+    assert report[P95]["worst"] == "inf" and report[P95]["met"]  # a request without an answer is infinitely slow
+
+
+def test_a_gap_without_requests_in_flight_is_still_a_gap() -> None:
+    """Nothing sent and nothing waiting from 0.6 s to 1.5 s: whatever the slices around it say,
+    a slice inside that gap breaks the streak."""
+    def burst(at: float) -> list[Finished]:
+        return [Finished(T0 + at + i * 0.05 + 0.5, "A1", True, math.inf, T0 + at + i * 0.05) for i in range(3)]
+
+    monitor = StopMonitor(rules(sustained_s=2))
+    assert feed(monitor, burst(0) + burst(1.5) + burst(2.0), step_s=0.25) is None
+    assert monitor.report()["conditions"][ERROR_RATE]["not_judged"][EMPTY_SLICE] > 0
+    assert monitor.report()["conditions"][ERROR_RATE]["judged"] == 0
+
+
+def test_one_slow_failure_among_healthy_traffic_is_not_sustained() -> None:
+    """A request in flight only fills a slice where nothing ended: a 9 s timeout among healthy
+    traffic counts once, where it ended, not in every slice it spanned."""
+    monitor = StopMonitor(rules())
+    points = [Finished(*p) for p in traffic(30)] + [Finished(T0 + 19, "A3", True, math.inf, T0 + 10)]
+    assert feed(monitor, points) is None
+    assert monitor.report()["conditions"][ERROR_RATE]["judged_on_in_flight"] == 0
+
+
+def test_unanswered_requests_fail_and_are_infinitely_slow() -> None:
+    rows = [{"time": T0 + i / RATE, "app": "A2", "failed": True, "duration_ms": 0.0, "status": 0}
+            for i in range(20 * RATE)]  # connection refused: k6 says 0 ms
+    monitor = StopMonitor(rules())
+    met = feed(monitor, monitor_points(rows))
+    assert met is not None and met.name == ERROR_RATE and monitor.also_met == [P95]
+    assert monitor.report()["conditions"][P95]["worst"] == "inf"
+
+
+def test_absent_telemetry_source_is_never_missing_telemetry() -> None:
+    monitor = StopMonitor(rules(telemetry_arrival_s=1))
+    monitor.sent("trace-1", T0)
+    monitor.no_source("GET /api/telemetry/events → 404: not found")
+    monitor.sent("trace-2", T0 + 1)  # nothing is watched once there is no source
+    monitor.add(traffic(30))
+    assert monitor.evaluate(T0 + 600) is None and monitor.pending() == []
+    report = monitor.report()
+    assert report["telemetry_source"] == "no telemetry source: GET /api/telemetry/events → 404: not found"
+    assert report["conditions"][TELEMETRY]["not_evaluated"] == report["telemetry_source"]
+    assert report["conditions"][TELEMETRY]["evaluations"] == 0 and not report["conditions"][TELEMETRY]["met"]
+    assert report["conditions"][ERROR_RATE]["judged"] == 1
+
+
+def test_telemetry_is_judged_only_once_the_store_has_answered() -> None:
+    monitor = StopMonitor(rules(telemetry_arrival_s=5))
+    monitor.sent("trace-1", T0)
+    monitor.store_failed("GET /api/telemetry/events → 503: busy")  # a store that exists, but failed
+    assert monitor.evaluate(T0 + 60) is None
+    assert monitor.report()["conditions"][TELEMETRY]["not_judged"] == {STORE_SILENT: 1}
+    monitor.answered(set())  # the store answers: it holds no event of trace-1
+    met = monitor.evaluate(T0 + 61)
+    assert met is not None and met.name == TELEMETRY and met.breach_started_at == T0
+    assert met.reason == ("telemetry missing for 61 s (> 5 s): no event in the store for executed request trace-1; "
+                          "the store's last error: GET /api/telemetry/events → 503: busy")
+
+
+def test_timing_of_a_stop() -> None:
+    monitor = StopMonitor(rules(sustained_s=2))
+    assert monitor.timing() is None
+    met = feed(monitor, hanging(6), step_s=0.25)
+    assert met is not None
+    timing = monitor.timing([0.4, 1.2], killed=False)
+    assert timing == {"breach_to_stop_s": met.at - T0, "failure_seen_to_stop_s": met.at - (T0 + 1.5),
+                      "window_full_to_stop_s": met.at - (T0 + 2),
+                      "judgeable_to_stop_s": 0.0, "stop_to_k6_exit_s": 1.2, "k6_killed": False}

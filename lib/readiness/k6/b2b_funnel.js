@@ -25,6 +25,8 @@
 //   IDENTITY      synthetic identity (default test_provider_e2e_01)
 //   TAGS          JSON object of synthetic tags sent as X-<Tag> headers and body tags
 //   SIGNUP_MIN    threshold of the signup rate (default 0.9)
+//   TIMEOUT_S     per-request timeout in seconds (default 10; k6's own default, 60 s, would let
+//                 a hanging step hold its VU and connection for a minute)
 
 import http from 'k6/http';
 import exec from 'k6/execution';
@@ -67,6 +69,7 @@ const RUN = required('RUN');
 const IDENTITY = __ENV.IDENTITY || 'test_provider_e2e_01';
 const TAGS = JSON.parse(__ENV.TAGS || '{}');
 const SIGNUP_MIN = positive('SIGNUP_MIN', 0.9);
+const TIMEOUT = `${Math.round(positive('TIMEOUT_S', 10) * 1000)}ms`;
 const LINES = ['base_cost_cents', 'ai_charge_cents', 'ai_markup_cents', 'provider_fee_cents', 'total_cents'];
 
 const step = new Rate('b2b_step');
@@ -97,7 +100,8 @@ function write(seq, name, path, body) {
     ...SYNTHETIC_HEADERS,
   };
   const payload = { ...body, tags: { ...TAGS, synthetic_identity: IDENTITY } };
-  return http.post(`${PORTAL_URL}${path}`, JSON.stringify(payload), { headers, tags: { seq: String(seq), step: name } });
+  return http.post(`${PORTAL_URL}${path}`, JSON.stringify(payload),
+    { headers, timeout: TIMEOUT, tags: { seq: String(seq), step: name } });
 }
 
 function json(res) {
@@ -116,7 +120,8 @@ function mark(seq, name, ok) {
 export default function () {
   const seq = exec.scenario.iterationInTest;
   const tags = { seq: String(seq) };
-  const landing = http.get(LANDING_URL, { tags: { ...tags, step: 'landing' }, headers: SYNTHETIC_HEADERS });
+  const landing = http.get(LANDING_URL,
+    { tags: { ...tags, step: 'landing' }, headers: SYNTHETIC_HEADERS, timeout: TIMEOUT });
   if (!mark(seq, 'landing', landing.status === 200)) {
     signup.add(0, tags);
     return;
@@ -138,7 +143,7 @@ export default function () {
   }
   const location = lst.headers.Location || `${LISTING_PATH}/${listing.listing_id}`;
   const back = http.get(location.startsWith('http') ? location : `${PORTAL_URL}${location}`,
-    { tags: { ...tags, step: 'listing_readback' }, headers: SYNTHETIC_HEADERS });
+    { tags: { ...tags, step: 'listing_readback' }, headers: SYNTHETIC_HEADERS, timeout: TIMEOUT });
   const readBack = json(back);
   mark(seq, 'listing_readback', back.status === 200 && readBack !== null && readBack.status === 'published');
   const bill = write(seq, 'billing', BILLING_PATH, {

@@ -11,12 +11,25 @@
 // `iterationInTest` numbers iterations over the whole test, segmented or not.
 //
 // `vus` (constant-vus): VU_VUS virtual users loop over the same targets for VU_DURATION_S
-// seconds, pausing THINK_S between requests, starting when the arrival scenario ends.
+// seconds, pausing THINK_S between requests. Run in the same process as `arrival`, it
+// starts once the arrival scenario's graceful stop is over, so the two pools never have
+// requests in flight at the same time (the audit runs it as a process of its own instead,
+// started when the arrival process has exited).
+//
+// In flight: every request carries TIMEOUT_S as its timeout (k6's own default is 60 s, far
+// past what the audit's client accepts), so a VU waits at most that long for an answer and
+// at most VUS (then VU_VUS) requests are ever in flight — a hanging target holds VUs, it
+// does not make k6 open more connections; iterations that find no free VU are dropped and
+// counted. Each scenario's gracefulStop is TIMEOUT_S + 1 s: an iteration is one request,
+// done or timed out by then.
 //
 // Every request is tagged with `app`, `route` (the route's name) and `seq`, carries
 // X-Trace-Id `<RUN>-<scenario>-<seq>` (so its telemetry event can be found) and the
-// synthetic identity's headers. Thresholds come verbatim from THRESHOLDS; the audit's
-// verdicts are computed from the raw points, not from k6's summary.
+// synthetic identity's headers. Just before it leaves, the counter `requests_sent` gets a
+// point with the same tags: a request that has one and no `http_req_duration` point was
+// still in flight when k6 was stopped (k6 aborts those and writes no point for them).
+// Thresholds come verbatim from THRESHOLDS; the audit's verdicts are computed from the raw
+// points, not from k6's summary.
 //
 // Environment (pass with `-e NAME=value`):
 //   TARGETS      required, JSON list of {"app", "route", "url"} (absolute GET URLs)
@@ -29,11 +42,12 @@
 //   THRESHOLDS   JSON object {metric: [expression, ...]} (default none)
 //   TAGS         JSON object of synthetic tags sent as X-<Tag> headers
 //   IDENTITY     synthetic identity (default test_student_e2e_01)
-//   TIMEOUT      per-request timeout (default 10s)
+//   TIMEOUT_S    per-request timeout in seconds (default 10)
 
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { sleep } from 'k6';
+import { Counter } from 'k6/metrics';
 
 function required(name) {
   const value = __ENV[name];
@@ -83,7 +97,9 @@ const THINK_S = number('THINK_S', 0.5, true);
 const THRESHOLDS = json('THRESHOLDS', {});
 const TAGS = json('TAGS', {});
 const IDENTITY = __ENV.IDENTITY || 'test_student_e2e_01';
-const TIMEOUT = __ENV.TIMEOUT || '10s';
+const TIMEOUT_MS = Math.round(number('TIMEOUT_S', 10, false) * 1000);
+const GRACE_MS = TIMEOUT_MS + 1000;
+const sent = new Counter('requests_sent');
 const PLANNED = Math.ceil(RATE * DURATION_S - 1e-9);
 // k6 takes an integer rate per time unit: a fractional rate becomes a rate per 1000 s.
 const WHOLE = Number.isInteger(RATE);
@@ -93,13 +109,14 @@ if (SCENARIOS.includes('arrival')) {
   scenarios.arrival = {
     executor: 'constant-arrival-rate', rate: WHOLE ? RATE : Math.round(RATE * 1000),
     timeUnit: WHOLE ? '1s' : '1000s', duration: `${Math.round(DURATION_S * 1000)}ms`,
-    preAllocatedVUs: VUS, maxVUs: VUS, exec: 'arrival',
+    preAllocatedVUs: VUS, maxVUs: VUS, gracefulStop: `${GRACE_MS}ms`, exec: 'arrival',
   };
 }
 if (SCENARIOS.includes('vus')) {
   scenarios.vus = {
     executor: 'constant-vus', vus: VU_VUS, duration: `${Math.round(VU_DURATION_S * 1000)}ms`,
-    startTime: SCENARIOS.includes('arrival') ? `${Math.round(DURATION_S * 1000)}ms` : '0s', exec: 'closed',
+    gracefulStop: `${GRACE_MS}ms`, exec: 'closed',
+    startTime: SCENARIOS.includes('arrival') ? `${Math.round(DURATION_S * 1000) + GRACE_MS}ms` : '0s',
   };
 }
 
@@ -116,9 +133,11 @@ const SYNTHETIC_HEADERS = Object.fromEntries([
 
 function request(scenario, seq) {
   const target = TARGETS[seq % TARGETS.length];
+  const tags = { app: target.app, route: target.route, seq: String(seq) };
+  sent.add(1, tags);
   http.get(target.url, {
-    timeout: TIMEOUT,
-    tags: { app: target.app, route: target.route, seq: String(seq) },
+    timeout: `${TIMEOUT_MS}ms`,
+    tags,
     headers: { ...SYNTHETIC_HEADERS, 'X-Trace-Id': `${RUN}-${scenario}-${seq}` },
   });
 }
