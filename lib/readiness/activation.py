@@ -50,7 +50,7 @@ from playwright.async_api import Page
 
 from readiness import aio
 from readiness.browser import chromium, strip_query
-from readiness.charts import STATUS_COLOURS, save_chart
+from readiness.charts import STATUS_COLOURS, no_data_chart, save_chart
 from readiness.check import Check, Status
 from readiness.inventory import production_writes_allowed
 from readiness.latency_stats import percentile_summary
@@ -327,9 +327,9 @@ def ttfv_distribution_chart(ttfv_s: Sequence[float | None], summary: dict[str, A
     """Share of learners at first value by time x (a step line that stops short of 1 when some never
     got there), the target (dashed red), and each percentile's estimate with its interval (grey)."""
     n, target = len(ttfv_s), float(summary["target_s"])
-    done = sorted(v for v in ttfv_s if v is not None)
+    done = sorted(v for v in ttfv_s if v is not None and math.isfinite(v) and v > 0)  # a log axis needs > 0
     if not done:
-        raise ValueError("ttfv_distribution_chart: no learner reached first value; nothing to chart")
+        return no_data_chart("time to first value", f"no learner reached first value (n = {n})")
     curve = pd.DataFrame({"ttfv_s": done, "share": [(i + 1) / n for i in range(len(done))]})
     marks = pd.DataFrame([{"q": p["q"], "estimate_s": p["estimate_s"], "low": p["ci_low_s"], "high": p["ci_high_s"],
                            "label": p["describe"].split(" (n=")[0]} for p in summary["percentiles"]

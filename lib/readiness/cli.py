@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rubric = params.rubric_path(args.params)
             load_rubric(rubric)
             print(f"{args.params}: valid ({len(params.apps)} apps, {params.environment}, "
-                  f"profile {params.windows.profile}, digest {params.digest()[:12]}); rubric {rubric.name}: valid")
+                  f"profile {params.windows.profile}, digest {params.digest()[:12]}); rubric {rubric}: valid")
             return 0
         if args.command == "sandbox":
             return _sandbox(args.action, args.params)

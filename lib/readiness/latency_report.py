@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown
 
-from readiness.charts import ecdf_chart, histogram_bins_chart, save_chart
+from readiness.charts import MAX_CHART_ROWS, ecdf_chart, histogram_bins_chart, save_chart
 from readiness.check import Check, Status
 from readiness.history import SAMPLES_FILE, load_samples, p95_history
 from readiness.latency import PROFILE, WARMUP, critical_routes, good_latencies
@@ -190,13 +190,17 @@ def distributions(phase: Phase, *, log_scale: bool = False) -> alt.VConcatChart:
             continue
         threshold = phase.params.thresholds.hot_path_p95_ms if route.hot_path else app.slo.p95_ms
         hist = histogram(_warm(mine, app.id, route.name), bins=bins, log=log_scale)
-        curves = pd.concat([ecdf(good_latencies(g)).assign(series=f"{lb} · {md}")
-                            for (lb, md), g in mine[mine.label != WARMUP].groupby(["label", "mode"], sort=False)],
-                           ignore_index=True)
+        groups = list(mine[mine.label != WARMUP].groupby(["label", "mode"], sort=False))
+        points = max(2, min(101, MAX_CHART_ROWS // max(1, len(groups))))  # every series fits one chart
+        sent = {f"{lb} · {md}": len(g) for (lb, md), g in groups}
+        answered = [(f"{lb} · {md}", good_latencies(g)) for (lb, md), g in groups]
+        curves = pd.concat([ecdf(v, points=points).assign(series=name) for name, v in answered if len(v)]
+                           or [pd.DataFrame(columns=["p", "value_ms", "series"])], ignore_index=True)
         title = f"{app.id} {route.name}"
         chart = alt.hconcat(histogram_bins_chart(hist, threshold_ms=threshold, log_scale=log_scale,
                                                  title=f"{title}: warm profile (n={int(hist['count'].sum())})"),
-                            ecdf_chart(curves, threshold_ms=threshold, log_scale=log_scale, title=f"{title}: ECDF"))
+                            ecdf_chart(curves, threshold_ms=threshold, log_scale=log_scale, title=f"{title}: ECDF",
+                                       n_sent=sent))
         save_chart(phase.run, f"latency_{app.id}_{route.name}", chart)
         panels.append(chart)
     return alt.vconcat(*panels)

@@ -373,9 +373,12 @@ def autonomy_chart(phase: Phase) -> alt.HConcatChart | Markdown:
     if samples.size == 0:
         return Markdown("No arrival latency to chart: no autonomy signal of the load window reached the store.")
     limit = phase.params.thresholds.telemetry_arrival_s * 1000
+    early = int((samples < 0).sum())  # the store's clock ahead of the app's: drawn at 0, and said
+    samples = np.clip(samples, 0.0, None)
+    skew = f" ({early} arrived 'before' they were sent: clock skew, drawn at 0 ms)" if early else ""
     chart = alt.hconcat(
         ecdf_chart(ecdf(samples).assign(series="autonomy signals"), threshold_ms=limit,
-                   title="Autonomy signal arrival (event timestamp → store), ECDF"),
+                   title=f"Autonomy signal arrival (event timestamp → store), ECDF{skew}"),
         histogram_bins_chart(histogram(samples, bins=30), threshold_ms=limit, title="Arrival latency histogram"))
     save_chart(phase.run, ARRIVAL_CHART, chart)
     return chart

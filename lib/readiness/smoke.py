@@ -285,7 +285,8 @@ def latency_frame(phase: Phase) -> pd.DataFrame:
     rows = [{"label": c.app, "p95_ms": c.observed, "ci_low_ms": c.ci_low, "ci_high_ms": c.ci_high,
              "threshold_ms": c.threshold, "n": c.n, "status": str(c.status)}
             for c in phase.run.read_checks(phase.name) if c.id.endswith(".p95")]
-    return pd.DataFrame(rows).astype({"ci_low_ms": float, "ci_high_ms": float})
+    columns = ["label", "p95_ms", "ci_low_ms", "ci_high_ms", "threshold_ms", "n", "status"]
+    return pd.DataFrame(rows, columns=columns).astype({"ci_low_ms": float, "ci_high_ms": float})
 
 
 def write_report(phase: Phase) -> Markdown:

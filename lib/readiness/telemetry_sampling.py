@@ -337,9 +337,12 @@ def arrival_chart(phase: Phase) -> alt.LayerChart | Markdown:
     if got.empty:
         why = _refusal(phase) or "no measured probe reached the store"
         return Markdown(f"No arrival latency to chart: {why}.")
-    curve = ecdf(got.arrival_ms.to_numpy(dtype=float)).assign(series="probe events")
+    arrivals = got.arrival_ms.to_numpy(dtype=float)
+    early = int((arrivals < 0).sum())  # the store's clock ahead of the app's: drawn at 0, and said
+    curve = ecdf(np.clip(arrivals, 0.0, None)).assign(series="probe events")
     chart = ecdf_chart(curve, threshold_ms=phase.params.thresholds.telemetry_arrival_s * 1000,
-                       title="Telemetry arrival latency (event timestamp → store)")
+                       title="Telemetry arrival latency (event timestamp → store)"
+                             + (f" ({early} arrived 'before' they were sent: clock skew, drawn at 0 ms)" if early else ""))
     save_chart(phase.run, ARRIVAL_CHART, chart)
     return chart
 

@@ -312,14 +312,17 @@ def response_check(*, id: str, phase: str, title: str, status: int | None, error
     """One request that must answer ``expected``: a wrong status FAILs, and so does no answer.
 
     A refused connection, a DNS or TLS failure, a reset or a timeout is evidence that the
-    endpoint does not serve, so it is a FAIL whose observed value is the error class; only
-    a check that never sent anything has no data (use :func:`value_check` with None).
+    endpoint does not serve, so it is a FAIL whose observed value is the error class; so is
+    a response whose body was cut short after the status line (a reset mid-body). Only a
+    check that never sent anything has no data (use :func:`value_check` with None).
     """
-    if status is not None:
+    cut_short = status is not None and error is not None and error != "too_large"  # a body that did not arrive
+    if status is not None and not cut_short:
         return value_check(id=id, phase=phase, title=title, observed=status, expected=expected, comparator="==",
                            app=app, tags=tags, evidence=evidence, severity=severity, window=window, detail=detail)
     cls = error or "unknown_error"
-    text = f"{NO_ANSWER}: {cls}" + (f" ({error_detail})" if error_detail else "") + f"; expected HTTP {expected}"
+    head = f"HTTP {status}, then the body was cut short: {cls}" if cut_short else f"{NO_ANSWER}: {cls}"
+    text = head + (f" ({error_detail})" if error_detail else "") + f"; expected HTTP {expected}"
     return Check(status=Status.FAIL, observed=cls, n=1, threshold=expected, comparator="==",
                  detail=_join(text, detail), **_fields(id, phase, title, app, window, severity, tags, evidence))
 

@@ -328,3 +328,14 @@ def test_response_check_fails_on_no_answer_with_the_error_class_as_evidence() ->
     assert response_check(id="x", phase="p", title="t", status=200, error=None).status is Status.PASS
     wrong = response_check(id="x", phase="p", title="t", status=503, error=None)
     assert wrong.status is Status.FAIL and wrong.observed == 503
+
+
+def test_response_check_fails_a_body_cut_short_after_the_status_line() -> None:
+    from readiness.verdict import response_check
+
+    cut = response_check(id="x", phase="p", title="t", status=200, error="protocol_error",
+                         error_detail="peer closed connection without sending complete message body")
+    assert cut.status is Status.FAIL and cut.observed == "protocol_error"
+    assert cut.detail.startswith("HTTP 200, then the body was cut short: protocol_error (peer closed")
+    capped = response_check(id="x", phase="p", title="t", status=200, error="too_large")
+    assert capped.status is Status.PASS  # an answer larger than the cap is still an answer
