@@ -116,9 +116,14 @@ REGISTRY: tuple[PhaseSpec, ...] = (
 
 PHASES: tuple[str, ...] = tuple(p.name for p in REGISTRY)
 _BY_NAME: Mapping[str, PhaseSpec] = MappingProxyType({p.name: p for p in REGISTRY})
-#: ``"<phase>.<part>"`` → the capabilities that part needs.
+#: Part name → the capabilities that part needs. A part is named once in the whole suite, so
+#: a part's function asks the same question whichever phase calls it (an analyst may run
+#: 05's demo-mode check from a 06 notebook).
 PARTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {f"{p.name}.{part}": needs for p in REGISTRY for part, needs in p.parts.items()})
+    {part: needs for p in REGISTRY for part, needs in p.parts.items()})
+_OWNER: Mapping[str, str] = MappingProxyType({part: p.name for p in REGISTRY for part in p.parts})
+if len(PARTS) != sum(len(p.parts) for p in REGISTRY):
+    raise RuntimeError("a part name is registered under two phases; part names must be unique")
 
 
 def phase_spec(name: str) -> PhaseSpec:
@@ -145,11 +150,10 @@ def not_applicable_reason(phase: str, provided: Iterable[str], part: str | None 
     spec = phase_spec(phase)
     have = list(provided)
     if part is not None:
-        key = f"{phase}.{part}"
-        if key not in PARTS:
-            raise KeyError(f"unknown part {part!r} of {phase}; known: {', '.join(spec.parts) or 'none'}")
-        lacking = missing(PARTS[key], have)
-        return _reason(lacking, f"{phase} ({part})") if lacking else None
+        if part not in PARTS:
+            raise KeyError(f"unknown part {part!r}; known: {', '.join(PARTS)}")
+        lacking = missing(PARTS[part], have)
+        return _reason(lacking, f"{_OWNER[part]} ({part})") if lacking else None
     lacking = missing(spec.needs, have)
     if lacking:
         return _reason(lacking, phase)

@@ -27,6 +27,7 @@ Routes (query parameters in brackets):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -105,6 +106,8 @@ class LoopbackServer:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
+            for _ in range(3):  # let the transports' connection_lost callbacks close their sockets
+                await asyncio.sleep(0)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -137,6 +140,8 @@ class LoopbackServer:
                     return
         finally:
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # closed now, not at GC
+                await writer.wait_closed()
             self._tasks.discard(task)
 
     async def _respond(self, path: str, query: dict[str, str], writer: asyncio.StreamWriter) -> bool:

@@ -27,9 +27,9 @@ def test_mutating_phases_come_from_the_registry() -> None:
 def test_everything_declared_makes_every_phase_and_part_apply() -> None:
     everything = list(CAPABILITIES)
     assert all(not_applicable_reason(p, everything) is None for p in PHASES)
-    for key in PARTS:
-        phase, part = key.split(".", 1)
-        assert not_applicable_reason(phase, everything, part) is None
+    for spec in registry.REGISTRY:
+        for part in spec.parts:
+            assert not_applicable_reason(spec.name, everything, part) is None
 
 
 def test_nothing_declared_leaves_the_plain_http_phases() -> None:
@@ -55,8 +55,14 @@ def test_a_phase_of_independent_parts_applies_when_any_part_does() -> None:
 def test_unknown_names_raise() -> None:
     with pytest.raises(KeyError, match="unknown phase '99_x'"):
         phase_spec("99_x")
-    with pytest.raises(KeyError, match="unknown part 'nope' of 00_inventory"):
+    with pytest.raises(KeyError, match="unknown part 'nope'; known: enforcement, "):
         not_applicable_reason("00_inventory", [], "nope")
+
+
+def test_a_part_asks_the_same_question_from_any_phase() -> None:
+    from_05 = not_applicable_reason("05_monetization", ["payments"], "command_center")
+    from_06 = not_applicable_reason("06_telemetry_contract", ["telemetry_store"], "command_center")
+    assert from_05 == from_06 and from_05 is not None and "05_monetization (command_center)" in from_05
 
 
 def test_a_part_the_ecosystem_does_not_declare_is_recorded_skipped_and_not_called(
