@@ -196,6 +196,37 @@ def test_prod_without_approval_blocks_every_write_and_sends_none(staging: dict[s
     assert results["blocked"] == refusal and results["signups_attempted"] == 0
 
 
+def test_a_read_only_prod_audit_passes_the_phase_0_gate_without_its_write_parts(
+        staging: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a production_write approval the gate's write parts say BLOCKED and do not count.
+
+    Placed before the tests that write with an approval: their tagged writes, still reaching
+    the store, would otherwise be counted here."""
+    from readiness import inventory
+
+    path = prod_params(staging, tmp_path / "p", [])
+    data = yaml.safe_load(path.read_text())
+    data["stripe"]["api_base"] = f"http://127.0.0.1:{BASE_PORT}"  # the sandbox's local Stripe, never Stripe's API
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("READINESS_OUTPUTS", str(tmp_path / "out"))
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    phase = open_phase("00_inventory", str(path))
+    inventory.probe_endpoints(phase)
+    inventory.check_secrets(phase)
+    inventory.check_enforcement(phase)
+    inventory.telemetry_burn_in(phase)
+    inventory.stripe_price_step(phase)
+    inventory.go_no_go(phase)
+    checks = {c.id: c for c in phase.run.read_checks("00_inventory")}
+    writes = [cid for cid in checks if cid.startswith("inventory.gate.enforce_428.")]
+    writes.append("inventory.gate.telemetry_acceptance")
+    assert {cid: str(checks[cid].status) for cid in writes} == {cid: "BLOCKED" for cid in writes}
+    go = checks["inventory.gate.go"]
+    assert go.status is Status.PASS, go.detail
+    assert "not counted: " in go.detail and "inventory.gate.telemetry_acceptance (BLOCKED)" in go.detail
+    assert suite_writes(staging, since) == []
+
+
 def test_prod_with_approval_sends_tagged_writes(staging: dict[str, Any], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
@@ -238,30 +269,3 @@ def test_prod_oidc_probe_and_journeys_with_approval(staging: dict[str, Any], tmp
         funnels.params) and e["tags"].get("synthetic_identity") != funnels.synthetic_identity]
     assert not odd
 
-
-def test_a_read_only_prod_audit_passes_the_phase_0_gate_without_its_write_parts(
-        staging: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a production_write approval the gate's write parts say BLOCKED and do not count."""
-    from readiness import inventory
-
-    path = prod_params(staging, tmp_path / "p", [])
-    data = yaml.safe_load(path.read_text())
-    data["stripe"]["api_base"] = f"http://127.0.0.1:{BASE_PORT}"  # the sandbox's local Stripe, never Stripe's API
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    monkeypatch.setenv("READINESS_OUTPUTS", str(tmp_path / "out"))
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    phase = open_phase("00_inventory", str(path))
-    inventory.probe_endpoints(phase)
-    inventory.check_secrets(phase)
-    inventory.check_enforcement(phase)
-    inventory.telemetry_burn_in(phase)
-    inventory.stripe_price_step(phase)
-    inventory.go_no_go(phase)
-    checks = {c.id: c for c in phase.run.read_checks("00_inventory")}
-    writes = [cid for cid in checks if cid.startswith("inventory.gate.enforce_428.")]
-    writes.append("inventory.gate.telemetry_acceptance")
-    assert {cid: str(checks[cid].status) for cid in writes} == {cid: "BLOCKED" for cid in writes}
-    go = checks["inventory.gate.go"]
-    assert go.status is Status.PASS, go.detail
-    assert "not counted: " in go.detail and "inventory.gate.telemetry_acceptance (BLOCKED)" in go.detail
-    assert suite_writes(staging, since) == []
