@@ -1,4 +1,4 @@
-"""Phase 5, activation (SPEC §2): guided onboarding to the first AI action, time to first value.
+"""Phase 5, activation (docs/phases.md#07-activation-and-growth): guided onboarding to the first AI action, time to first value.
 
 ``activation.users`` synthetic learners are driven in the system Chromium through the
 B2C path of Phase 3 — landing → sign-up → checkout → first page, with the same

@@ -1,4 +1,4 @@
-"""Approvals for restricted actions (SPEC §4): the one place that says yes or no.
+"""Approvals for restricted actions (docs/phases.md#guardrails): the one place that says yes or no.
 
 A restricted action (load above 60 virtual users, 503 injection, production writes,
 cookie-policy changes, secret rotation, live-mode charges, risky bandit policy changes)
@@ -52,7 +52,7 @@ def require_approval(params: Params, run: RunFolder, action: str, *, phase: str,
                      today: dt.date | None = None) -> Decision:
     """Decide whether ``action`` may run, and log the decision either way.
 
-    The gate every restricted action of SPEC §4 goes through: an approval covers the
+    The gate every restricted action (docs/phases.md#guardrails) goes through: an approval covers the
     request when its action matches, its environment is this run's (or ``any``), it has
     not expired, its apps include every app touched, and the requested virtual users and
     cycles are within its limits.

@@ -1,7 +1,7 @@
 """The signed "live and autonomous" attestation, and the verifier a reviewer runs on it.
 
 Three steps, in this order, because each one covers the one before: :func:`write_attestation`
-writes ``reports/system_live_and_autonomous.md`` (one statement per claim of SPEC §2, its
+writes ``reports/system_live_and_autonomous.md`` (one statement per claim (docs/phases.md#11-readiness-score), its
 verdict from the recorded checks, links to their evidence) *before* the run finalizes, so
 the manifest lists it; the run folder writes ``manifest.json`` (sha256 and size of every
 file); :func:`sign_run` signs the SHA-256 of ``manifest.json`` with Ed25519.

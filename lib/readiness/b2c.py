@@ -1,4 +1,4 @@
-"""Phase 3, B2C funnel (SPEC §2): synthetic sign-ups driven in Chromium, checked end to end.
+"""Phase 3, B2C funnel (docs/phases.md#04-funnels): synthetic sign-ups driven in Chromium, checked end to end.
 
 The path a learner takes — landing page (A7) → sign-up at the identity provider (A1) →
 the student app's callback (A2) → checkout (A5) → first page built by orchestration (A3)

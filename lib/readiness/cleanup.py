@@ -1,4 +1,4 @@
-"""Cleanup of synthetic audit data (SPEC §2, staging validation): dry run first, then real, with a log.
+"""Cleanup of synthetic audit data (docs/phases.md#10-security-and-ops): dry run first, then real, with a log.
 
 An audit writes tagged synthetic data into the ecosystem it audits — learners, pages,
 checkout sessions, providers, leads, telemetry events — every row created by a request

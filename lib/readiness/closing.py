@@ -1,10 +1,10 @@
-"""The run's closing report (SPEC §2 staging validation, §4 escalations), written last by notebook 11.
+"""The run's closing report (docs/phases.md#11-readiness-score, docs/phases.md#guardrails), written last by notebook 11.
 
 Four functions, one per notebook cell, called after the score is computed:
 
 * :func:`validation_report` — ``reports/validation_report.md``, leadership's summary: grade
   and score, the hot-path P95 delta with its interval, end-to-end verdicts, security and
-  cost outcomes, every SPEC §4 escalation condition with whether it occurred, and the
+  cost outcomes, every escalation condition (docs/phases.md#guardrails) with whether it occurred, and the
   check counts of every phase.
 * :func:`e2e_results_after` — ``reports/e2e_results_after.json``: the end-to-end checks of
   the funnels, monetization and activation phases, with a verdict per funnel.

@@ -1,4 +1,4 @@
-"""The run's two read-only cards on the command center (SPEC §2): status with links, and readiness.
+"""The run's two read-only cards on the command center (docs/phases.md#11-readiness-score): status with links, and readiness.
 
 :func:`post_cards` builds both cards from the run folder and the score, posts them to the
 command center's ``POST /api/cards`` through the guarded client, reads ``GET /api/cards``

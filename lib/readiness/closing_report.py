@@ -6,7 +6,7 @@ The report opens with an executive summary (grade and score, end-to-end verdicts
 cost, escalations), then the hot path's P95 against its target and before/after the fix
 with 95% intervals, the end-to-end funnels, the security areas (secret scan,
 Observatory-style header grades per app, CORS, admin endpoints, TLS), the cost checks,
-the SPEC §4 escalation conditions and the check counts of every phase.
+the escalation conditions (docs/phases.md#guardrails) and the check counts of every phase.
 
 Every figure carries its unit and n; every claim links its evidence relative to
 ``reports/``; a file the run does not hold is written as missing, and a phase that did
@@ -47,7 +47,7 @@ SECURITY_AREAS = (("Secret scan", "security.secrets."), ("Headers (Observatory-s
 
 @dataclasses.dataclass(frozen=True)
 class Escalation:
-    """One SPEC §4 escalation condition and the two ways a run shows it.
+    """One escalation condition (docs/phases.md#guardrails) and the two ways a run shows it.
 
     ``actions`` are the ``action`` values of ``escalated`` lines in the approvals log,
     written by the phase that met the condition (monetization writes ``stripe_failure``);

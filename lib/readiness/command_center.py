@@ -1,4 +1,4 @@
-"""Fixes C and D on the command center: incident banners and demo mode (SPEC §2 staging validation).
+"""Fixes C and D on the command center: incident banners and demo mode (docs/phases.md#02-latency-profile).
 
 Two phase functions, called one per notebook cell:
 

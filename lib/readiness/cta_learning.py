@@ -1,4 +1,4 @@
-"""Phase 6 bandit loop (SPEC §2): logged CTA traffic → reward → posterior → policy → allocation.
+"""Phase 6 bandit loop (docs/phases.md#08-learning-and-autonomy): logged CTA traffic → reward → posterior → policy → allocation.
 
 The CTA app logs each impression it serves with the arm shown and the *propensity* it drew
 it with (``cta_impression``, sampled at the source: the sampling is random and decided

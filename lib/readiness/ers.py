@@ -1,4 +1,4 @@
-"""The Enterprise Readiness Score phase (SPEC §3): recorded checks → score, files, charts.
+"""The Enterprise Readiness Score phase (docs/phases.md#the-readiness-score): recorded checks → score, files, charts.
 
 The scoring rules live in :mod:`readiness.scoring` and the rubric in ``params/rubric.yaml``;
 this module is the notebook's side: it reads only the run's ``checks/*.json`` and the

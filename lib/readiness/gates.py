@@ -1,4 +1,4 @@
-"""Human approval gates (SPEC §4): where a run waits until a person says go.
+"""Human approval gates (docs/phases.md#guardrails): where a run waits until a person says go.
 
 Two gates, each an approval the params must hold before the run may pass:
 

@@ -1,4 +1,4 @@
-"""Phase 5, growth hygiene (SPEC §2): what search engines, link previews and analytics see.
+"""Phase 5, growth hygiene (docs/phases.md#07-activation-and-growth): what search engines, link previews and analytics see.
 
 The marketing app's sitemap is the list of pages the business wants found, so it is the
 audit's list of pages too. Notebook cells call :func:`audit_pages` (fetch, judge, record

@@ -1,4 +1,4 @@
-"""Phase 0: inventory, secrets by name, tooling, and the Go/No-Go gate (SPEC §2 Phase 0).
+"""Phase 0: inventory, secrets by name, tooling, and the Go/No-Go gate (docs/phases.md#00-inventory).
 
 Each function is one notebook cell: it measures, records its checks in
 ``checks/00_inventory.json`` and returns a table to display. The gate reads the

@@ -1,4 +1,4 @@
-"""Phase 02: latency profiling of every critical endpoint (SPEC §2, staging validation).
+"""Phase 02: latency profiling of every critical endpoint (docs/phases.md#02-latency-profile).
 
 Each critical route is probed ``latency.samples_per_endpoint`` times per mode (warm:
 keep-alive; cold: a new connection each time) by the open-model prober, all endpoints

@@ -1,4 +1,4 @@
-"""Phase 6 error correction (SPEC §2): retries, backoff and the circuit breaker, from evidence.
+"""Phase 6 error correction (docs/phases.md#08-learning-and-autonomy): retries, backoff and the circuit breaker, from evidence.
 
 Nothing here reads a retry configuration. The orchestrator's own telemetry says when each
 attempt of each run started (``upstream_attempt``), what wait it chose (``upstream_retry``),

@@ -3,7 +3,7 @@
 k6 runs ``k6/baseline_load.js``: ``load.rate_per_s`` iterations/s for ``duration_s`` over the
 target apps' critical GET routes from a pool of ``load.vus`` VUs (open model), then the
 ``vu_scenario`` (closed model); with ``load.segments`` > 1 as execution segments whose raw
-points are merged (:mod:`readiness.load_segments`). SPEC §4 stop conditions are evaluated live
+points are merged (:mod:`readiness.load_segments`). The stop conditions (docs/phases.md#guardrails) are evaluated live
 (:mod:`readiness.stop_conditions`); a met one stops k6, is recorded for the run
 (``run.json`` ``stop_conditions``, like the latency phase's) and turns the checks STOPPED. The
 evidence says how often each condition was evaluated and could be judged, when the breach

@@ -67,7 +67,7 @@ SUMMARY = "evidence/baseline_k6_summary.json"
 LOG = "evidence/baseline_k6.log"
 RUN_META = "evidence/baseline_load_run.json"
 SEGMENT_FILES = {"points": "points.json.gz", "summary": "summary.json", "log": "k6.log", "meta": "segment.json"}
-STOP_P95_ROLES = ("identity", "student")  # SPEC §4: "A1/A2 P95 > 200 ms sustained", read by role
+STOP_P95_ROLES = ("identity", "student")  # docs/phases.md#guardrails: "A1/A2 P95 > 200 ms sustained", read by role
 SCENARIO_GRACE_S = 1.0  # the script's gracefulStop is the request timeout plus this
 TELEMETRY_POLL_S = 5.0  # how often the store is asked about the load's own requests while k6 runs
 
@@ -117,7 +117,7 @@ def script_env(params: Params, token: str, scenarios: str = "arrival") -> dict[s
 
 
 def stop_rules(params: Params) -> Rules:
-    """The SPEC §4 stop conditions for this load: thresholds, sustained window, guarded apps."""
+    """The stop conditions (docs/phases.md#guardrails) for this load: thresholds, sustained window, guarded apps."""
     t = params.thresholds
     chosen = set(params.load.apps or [a.id for a in params.apps])
     return Rules(error_rate_max=t.error_rate_max, stop_p95_ms=t.stop_p95_ms,

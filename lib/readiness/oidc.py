@@ -254,7 +254,7 @@ def _lifetime_findings(cookie: SetCookie, ttl_s: float, date: str | None, tolera
 def check_session_cookie(set_cookie: str | SetCookie, *, ttl_s: float, host: str,
                          expected_domain: str | None = None, date: str | None = None,
                          tolerance_s: float = 5.0) -> list[Finding]:
-    """Findings about a session cookie's attributes (SPEC: ``SameSite=None; Secure``, aligned TTL/domain).
+    """Findings about a session cookie's attributes (docs/phases.md#04-funnels: ``SameSite=None; Secure``, aligned TTL/domain).
 
     ``expected_domain`` None means host-only: no ``Domain``, or ``Domain`` equal to ``host``
     (what a browser keeps for an IP address). ``date`` is the response ``Date`` header,

@@ -122,7 +122,7 @@ class ParamsError(ConfigFileError):
 
 
 class Params(StrictModel):
-    """Everything SPEC names, validated. See ``params/sandbox.yaml`` for a commented example."""
+    """Everything the suite is configured by, validated. See ``params/sandbox.yaml`` for a commented example."""
 
     version: Literal[1] = 1
     ecosystem: str = Field(min_length=1)

@@ -47,7 +47,7 @@ class Slo(StrictModel):
 
 
 class App(StrictModel):
-    """One service of the ecosystem (SPEC §0)."""
+    """One service of the ecosystem (docs/phases.md#targets-and-environments)."""
 
     id: str
     name: str = Field(min_length=1)

@@ -15,8 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from readiness.params_sections import StrictModel, UrlPath
 
 AUTONOMY_SIGNALS = ("run_progress", "cta_emitted", "page_published", "orchestration_cycle_complete")
-MAX_UNAPPROVED_VUS = 60  # SPEC §4: more virtual users than this needs a load_over_60_vus approval
-MAX_PHASE_CONCURRENCY = 20  # SPEC §2: baseline load and fault injection run at concurrency <= 20
+MAX_UNAPPROVED_VUS = 60  # docs/phases.md#guardrails: more virtual users than this needs a load_over_60_vus approval
+MAX_PHASE_CONCURRENCY = 20  # docs/phases.md#03-baseline-load and #09-resiliency: concurrency <= 20
 
 
 class VuScenario(StrictModel):
@@ -70,7 +70,7 @@ class Load(StrictModel):
 
 
 class CycleSeconds(StrictModel):
-    """How long one fault cycle lasts per window profile (SPEC: 2 min; the quick profile: seconds)."""
+    """How long one fault cycle lasts per window profile (full profile: 2 min; the quick profile: seconds)."""
 
     full: float = Field(default=120, gt=0, le=3_600)
     quick: float = Field(default=6, gt=0, le=3_600)
@@ -102,7 +102,7 @@ class Resiliency(StrictModel):
 
 
 class Reward(StrictModel):
-    """Bandit reward = Σ weight × outcome count of an impression (SPEC §2 Phase 6)."""
+    """Bandit reward = Σ weight × outcome count of an impression (docs/phases.md#08-learning-and-autonomy)."""
 
     page_view: float = 0.05
     lead: float = 0.3

@@ -53,7 +53,7 @@ def exact_selectors(v: dict[str, str], names: tuple[str, ...] | list[str]) -> di
     return v
 
 class TelemetryContract(StrictModel):
-    """The telemetry contract (SPEC §2): which events must arrive with which fields, how they
+    """The telemetry contract (docs/phases.md#06-telemetry-contract): which events must arrive with which fields, how they
     may be sampled at the source, and how many probes the sampling and dedupe checks send.
 
     ``sampling_max_interval_width`` is what makes the sampling check non-vacuous: a Wilson
@@ -240,7 +240,7 @@ class SessionCookie(StrictModel):
 
 
 class Funnels(StrictModel):
-    """Phase 3 B2C funnel (SPEC §2): synthetic sign-ups driven in Chromium, landing → identity →
+    """Phase 3 B2C funnel (docs/phases.md#04-funnels): synthetic sign-ups driven in Chromium, landing → identity →
     checkout → first page, plus the OIDC and cookie checks along the way.
 
     ``oidc_client_secret`` is the *name* of the secret holding the client secret (the value is

@@ -34,7 +34,7 @@ def _css(value: str) -> str:
 
 
 class Activation(StrictModel):
-    """Guided onboarding to the first AI action, in Chromium (SPEC §2 Phase 5).
+    """Guided onboarding to the first AI action, in Chromium (docs/phases.md#07-activation-and-growth).
 
     ``users`` synthetic learners each go landing → sign-up → checkout → first page →
     ``first_action_path`` (reached through the first page's ``first_action_link``), pick
@@ -91,7 +91,7 @@ class Activation(StrictModel):
 
 
 class Growth(StrictModel):
-    """Web hygiene of the marketing app's public pages (SPEC §2 Phase 5).
+    """Web hygiene of the marketing app's public pages (docs/phases.md#07-activation-and-growth).
 
     Every ``<loc>`` of ``app``'s ``sitemap_path`` (at most ``max_pages``) plus
     ``extra_pages`` is fetched and checked: canonical link, no stray ``noindex``, the

@@ -22,7 +22,7 @@ RESTRICTED_ACTIONS = (
     "secret_rotation",
     "stripe_live_charge",
     "bandit_policy_change",
-    "gate_1_staging_mutation",  # the run may go past Gate 1: phases that change staging (SPEC §4 gates)
+    "gate_1_staging_mutation",  # the run may go past Gate 1: phases that change staging (docs/phases.md#guardrails)
     "gate_2_production_action",  # the run may go past Gate 2: phases that act on production
 )
 
@@ -95,7 +95,7 @@ class StrictModel(BaseModel):
 
 
 class Thresholds(StrictModel):
-    """Global pass/fail thresholds (SPEC §1–§2). Per-app SLOs override ``p95_ms``."""
+    """Global pass/fail thresholds (docs/phases.md#verdicts). Per-app SLOs override ``p95_ms``."""
 
     p95_ms: float = Field(default=120, gt=0)
     error_rate_max: float = Field(default=0.01, gt=0, lt=1)
@@ -158,7 +158,7 @@ class Windows(StrictModel):
 
 
 class Synthetic(StrictModel):
-    """Known synthetic identities and the tags every synthetic event carries (SPEC §0)."""
+    """Known synthetic identities and the tags every synthetic event carries (docs/phases.md#targets-and-environments)."""
 
     identities: dict[str, str] = {"student": "test_student_e2e_01", "provider": "test_provider_e2e_01"}
     tags: dict[str, str] = {"test_run": "true", "source": "qa", "namespace": "simulated_audit"}
@@ -195,7 +195,7 @@ class Secrets(StrictModel):
 
 
 class Approval(StrictModel):
-    """A human approval for a restricted action (SPEC §4), with its scope."""
+    """A human approval for a restricted action (docs/phases.md#guardrails), with its scope."""
 
     id: str = Field(min_length=3)
     action: Literal[RESTRICTED_ACTIONS]  # type: ignore[valid-type]
@@ -229,7 +229,7 @@ class Release(StrictModel):
 
 
 class Smoke(StrictModel):
-    """Dual-source smoke sampling (SPEC §1 Phase 1)."""
+    """Dual-source smoke sampling (docs/phases.md#01-smoke)."""
 
     samples_per_app: int = Field(default=400, ge=1, le=100_000)
     stable_slices: int = Field(default=2, ge=2, le=60)
@@ -251,7 +251,7 @@ class FlagComparison(StrictModel):
 
 
 class Latency(StrictModel):
-    """Latency profiling (SPEC §2 staging validation): >= 200 samples per critical endpoint."""
+    """Latency profiling (docs/phases.md#02-latency-profile): >= 200 samples per critical endpoint."""
 
     samples_per_endpoint: int = Field(default=200, ge=1, le=1_000_000)
     qps: float = Field(default=2.0, gt=0)  # per endpoint; at most http.max_qps

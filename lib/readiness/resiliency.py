@@ -1,4 +1,4 @@
-"""Phase 7: resiliency under injected upstream 503s (SPEC §2 Phase 7), as a chaos experiment.
+"""Phase 7: resiliency under injected upstream 503s (docs/phases.md#09-resiliency), as a chaos experiment.
 
 Hypothesis: when A3's content upstream (A4) fails completely, A3's circuit breaker opens
 quickly, sheds load fast instead of hammering the upstream, and once the upstream is

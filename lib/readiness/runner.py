@@ -93,7 +93,7 @@ def notebooks_dir() -> Path:
 
 
 def discover(folder: Path | None = None) -> dict[str, Path]:
-    """Phase name → notebook path, for the phases SPEC names that exist in the folder."""
+    """Phase name → notebook path, for the registered phases that exist in the folder."""
     folder = folder or notebooks_dir()
     return {p: folder / f"{p}.ipynb" for p in PHASES if (folder / f"{p}.ipynb").is_file()}
 
@@ -146,7 +146,7 @@ def _gate_failure(run: RunFolder) -> str | None:
 
 
 def _stop_condition(run: RunFolder) -> str | None:
-    """A stop condition marked by an earlier phase (SPEC §4): later phases do not run."""
+    """A stop condition marked by an earlier phase (docs/phases.md#guardrails): later phases do not run."""
     stops = run.info().get("stop_conditions") or []
     return "stop condition: " + "; ".join(f"{s['phase']}: {s['reason']}" for s in stops) if stops else None
 

@@ -1,4 +1,4 @@
-"""Hard-coded secret scan (SPEC §2 staging validation, security and ops): detect-secrets
+"""Hard-coded secret scan (docs/phases.md#10-security-and-ops): detect-secrets
 over the source trees named by ``params.security.scan_paths``, as resolved by
 :meth:`readiness.params.Params.scan_roots` (relative to the params file's folder).
 

@@ -1,4 +1,4 @@
-"""Phase 1: dual-source smoke (SPEC §2 Phase 1, §1 dual source and stable window).
+"""Phase 1: dual-source smoke (docs/phases.md#01-smoke, docs/phases.md#verdicts).
 
 Method A probes every app directly — health, readiness and one basic action in turn —
 on a fixed schedule spread over the stable window (open model: a probe starts on time

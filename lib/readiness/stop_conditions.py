@@ -1,4 +1,4 @@
-"""Stop conditions (SPEC §4), evaluated live over sliding windows of a running load.
+"""Stop conditions (docs/phases.md#guardrails), evaluated live over sliding windows of a running load.
 
 A load phase feeds every finished request to a :class:`StopMonitor` as k6 writes its
 points, and asks :meth:`StopMonitor.evaluate` once per poll. Three conditions are watched:

@@ -1,4 +1,4 @@
-"""Telemetry contract (SPEC §2): the required events arrive, well-formed, and are deduplicated.
+"""Telemetry contract (docs/phases.md#06-telemetry-contract): the required events arrive, well-formed, and are deduplicated.
 
 The contract is a JSON Schema (draft 2020-12, ``schemas/telemetry_event.schema.json``,
 shipped with the package) so that a producer team can validate its own events with any

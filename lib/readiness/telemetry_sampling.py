@@ -1,4 +1,4 @@
-"""Telemetry sampling, arrival latency and acceptance (SPEC §2 telemetry contract, §1 controls).
+"""Telemetry sampling, arrival latency and acceptance (docs/phases.md#06-telemetry-contract).
 
 The sampling policy is judged from the outside, statistically: the suite drives
 ``sampling_probe_events`` high-volume success impressions and ``error_probe_events``
@@ -15,7 +15,7 @@ error impressions through the probe app (A7) and counts what reaches the telemet
   at 10% FAILs by a wide margin. Finance events are not driven (that would be a payment):
   the ones the run produced must declare ``sample_rate`` 1 (or none).
 
-False-positive controls (SPEC §1): the first ``burn_in_probe_events`` probes are sent
+False-positive controls (docs/phases.md#verdicts): the first ``burn_in_probe_events`` probes are sent
 but never judged (cold connections, cold emitter); the store's copy of each arrived probe
 is compared with what the probe app answered (method A) — trace id, status, app and route —
 and below ``thresholds.agreement_min`` agreement the sampling verdicts are INCONCLUSIVE,

@@ -1,4 +1,4 @@
-"""A7 lead capture (SPEC §2 fix B) over real HTTP: idempotency, sync vs queued delivery,
+"""A7 lead capture (docs/phases.md#02-latency-profile, fix B) over real HTTP: idempotency, sync vs queued delivery,
 retries, the circuit breaker, rollback, and the telemetry each lead leaves behind.
 
 The sandbox here is A7 and its telemetry store A8 on ports 28507–28508 (this module's

@@ -1,4 +1,4 @@
-"""The telemetry_contract params section: defaults match SPEC §2, bad values name the field."""
+"""The telemetry_contract params section: defaults match docs/phases.md#06-telemetry-contract, bad values name the field."""
 
 from __future__ import annotations
 
