@@ -23,7 +23,7 @@ from sandbox.apps.a2_guide import guide_routes
 from sandbox.apps.a2_onboarding import SCHEMA as ONBOARDING_SCHEMA
 from sandbox.apps.a2_onboarding import onboarding_routes
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
-from sandbox.common.synthetic_cleanup import owned_by, tagged
+from sandbox.common.synthetic_tables import owned_by, tagged
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS courses (

@@ -27,7 +27,7 @@ from sandbox.apps.a3_pages import page_routes
 from sandbox.apps.a3_preview import breaker_admin_routes, orchestrator_of, preview_routes
 from sandbox.apps.a3_runs import RUNS_SCHEMA
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
-from sandbox.common.synthetic_cleanup import tagged
+from sandbox.common.synthetic_tables import tagged
 from sandbox.common.web import utc_now_iso
 
 SCHEMA = """

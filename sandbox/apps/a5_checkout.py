@@ -48,7 +48,7 @@ from sandbox.apps import a5_ledger
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.events import emit_event, request_tags
 from sandbox.common.idempotency import IdempotencyStore, Outcome, run_idempotent
-from sandbox.common.synthetic_cleanup import owned_by, tagged
+from sandbox.common.synthetic_tables import owned_by, tagged
 from sandbox.common.web import BadBody, json_error, utc_now_iso
 
 MAX_QUANTITY = 100

@@ -28,7 +28,7 @@ from sandbox.apps.a6_billing import SCHEMA as BILLING_SCHEMA
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.events import emit_event, request_tags
 from sandbox.common.idempotency import IdempotencyStore, Outcome
-from sandbox.common.synthetic_cleanup import owned_by, tagged
+from sandbox.common.synthetic_tables import owned_by, tagged
 from sandbox.common.web import json_error, utc_now_iso
 
 PROVIDERS_ROUTE = "/api/providers"

@@ -50,7 +50,7 @@ from sandbox.apps.a7_cta import cta_admin_routes, cta_routes, setup_cta
 from sandbox.apps.a7_lead_store import SCHEMA as LEAD_SCHEMA
 from sandbox.apps.a7_leads import lead_admin_routes, lead_routes, setup_leads
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
-from sandbox.common.synthetic_cleanup import owned_by, tagged_json
+from sandbox.common.synthetic_tables import owned_by, tagged_json
 from sandbox.common.web import contract_json, json_error
 
 SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"

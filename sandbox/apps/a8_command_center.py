@@ -41,7 +41,7 @@ from sandbox.common.admin import require_admin
 from sandbox.common.context import AppContext, AppDefinition, ctx_of
 from sandbox.common.emitter import Event
 from sandbox.common.idempotency import IdempotencyStore, Outcome, PurgedKeys, run_idempotent_purged
-from sandbox.common.synthetic_cleanup import tagged_json
+from sandbox.common.synthetic_tables import tagged_json
 from sandbox.common.web import (
     BadBody,
     bearer_token,

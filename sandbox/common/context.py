@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute
@@ -22,10 +22,8 @@ from sandbox.common.config import AppConfig
 from sandbox.common.emitter import Emitter, Sink
 from sandbox.common.knobs import Faults, Flags
 from sandbox.common.sqlite import Database
+from sandbox.common.synthetic_tables import SyntheticTable
 from sandbox.common.workqueue import WorkQueue
-
-if TYPE_CHECKING:
-    from sandbox.common.synthetic_cleanup import SyntheticTable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from readiness.params import Params, parse_params
 from readiness.runfolder import RunFolder
 from sandbox.apps import load_definition
 from sandbox.common import synthetic_cleanup as sc
+from sandbox.common import synthetic_tables as st
 from sandbox.common.sqlite import META_SCHEMA, Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def make_params(**changes: Any) -> Params:
 
 
 # -- the sandbox side: which rows belong to a namespace -----------------------------------
-def open_db(tmp_path: Path, app_id: str) -> tuple[Database, tuple[sc.SyntheticTable, ...]]:
+def open_db(tmp_path: Path, app_id: str) -> tuple[Database, tuple[st.SyntheticTable, ...]]:
     definition = load_definition(app_id)
     return Database(tmp_path / f"{app_id}.sqlite", META_SCHEMA + definition.schema), definition.synthetic_tables
 
@@ -99,7 +100,7 @@ def test_json_tags_match_exactly_and_untagged_rows_never(tmp_path: Path) -> None
 def test_migrate_adds_the_namespace_column_to_an_older_table(tmp_path: Path) -> None:
     old = Database(tmp_path / "old.sqlite", "CREATE TABLE pages (id TEXT PRIMARY KEY, title TEXT);"
                                             "INSERT INTO pages VALUES ('pg_old', 't');")
-    tables = (sc.tagged("pages"),)
+    tables = (st.tagged("pages"),)
     assert sc.migrate(old, tables) == ["pages.namespace"]
     assert sc.migrate(old, tables) == []
     assert sc.inventory(old, tables, NS)["items"] == {"pages": 0}  # old rows are untagged, so kept
@@ -113,7 +114,7 @@ def test_namespace_validation_messages() -> None:
     assert sc.namespace_error("x" * 129) == sc.NAMESPACE_INVALID
     assert sc.namespace_error(NS) is None
     with pytest.raises(ValueError, match="match must compare with the namespace"):
-        sc.SyntheticTable("pages", match="1 = 1")
+        st.SyntheticTable("pages", match="1 = 1")
 
 
 # -- the library side ---------------------------------------------------------------------
