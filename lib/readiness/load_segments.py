@@ -220,16 +220,14 @@ def record_results(run: RunFolder, results: Sequence[K6Result], meta: dict[str, 
 
 
 def telemetry_absence(params: Params) -> str | None:
-    """Why this ecosystem has no telemetry source to watch, or None when the params name one.
+    """Why this ecosystem has no telemetry source to watch, or None when the params declare one.
 
-    A store the params name may still turn out absent while the load runs (its route
+    A store the params declare may still turn out absent while the load runs (its route
     answers 404 or nothing at all): :class:`StopWatcher` finds that out from the first query.
     """
-    app = getattr(params, "telemetry_app", None)
-    if not app:
+    if params.telemetry_app is None:
         return f"{NO_SOURCE}: the params name no telemetry store (telemetry_app is not set)"
-    provides = getattr(params, "provides", None)
-    if callable(provides) and not provides("telemetry_store"):
+    if not params.provides("telemetry_store"):
         return f"{NO_SOURCE}: the params do not declare the telemetry_store capability"
     return None
 

@@ -68,7 +68,7 @@ class Phase:
         undeclared store reaches them the same way a store that does not answer does, with
         the reason "no telemetry source".
         """
-        if self.params.telemetry_app is None or not self.params.provides("telemetry_store"):
+        if not self.params.provides("telemetry_store"):  # validation ties a null telemetry_app to this
             return AbsentSource("no telemetry source: the ecosystem declares no telemetry store "
                                 "(params telemetry_app / capabilities)")
         app = self.params.app(self.params.telemetry_app)

@@ -333,7 +333,7 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
             results.append(result)
             say(f"[{i}/{len(chosen)}] {phase} {result.status} ({result.elapsed_s} s)"
                  + (f" — {result.error}" if result.error else ""))
-        erred = [r.phase for r in results if r.status == "ERROR"]
+        erred = _erred(results)
         status = "paused" if waiting_at else ("failed" if erred else "complete")
         if erred:
             run.update_info(error=f"phases ended ERROR: {', '.join(erred)}")
@@ -387,12 +387,17 @@ def run_suite(params_file: str | Path | None = None, *, phases: Sequence[str] | 
          + (f" — grade {grade}, score {outcome.overall_score}" if grade else "")
          + (f" — waiting for approval: {run.path(waiting_at)}" if waiting_at else ""))
     say(f"report: {outcome.index}")
-    erred = [r.phase for r in results if r.status == "ERROR"]
+    erred = _erred(results)
     if erred:  # the last line says which phases erred (the exit code is non-zero)
         say(f"phases ended ERROR: {', '.join(erred)} (status {status}, exit {outcome.exit_code})")
     elif status == "failed":
         say(f"run failed (exit {outcome.exit_code}): {run_error(run)}")
     return outcome
+
+
+def _erred(results: Sequence[PhaseResult]) -> list[str]:
+    """The phases that ended ERROR, in run order."""
+    return [r.phase for r in results if r.status == "ERROR"]
 
 
 def run_error(run: RunFolder) -> str:
