@@ -21,7 +21,7 @@ help:
 	@echo "make run    - install what is missing, run the full suite against the bundled sandbox"
 	@echo "make test   - install what is missing, run the whole test suite (incl. the foreign tier)"
 	@echo "make lab    - open the notebooks in JupyterLab"
-	@echo "make lint   - ruff + notebook hygiene"
+	@echo "make lint   - ruff + import contracts + notebook hygiene"
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -81,6 +81,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check lib sandbox tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/unit/test_notebook_hygiene.py
 
 strip: setup

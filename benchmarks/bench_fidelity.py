@@ -1,6 +1,6 @@
 """Fidelity of the open-model prober against k6 on one endpoint with a known delay.
 
-Question: does :mod:`readiness.prober` report the latency a mature load tool reports for
+Question: does :mod:`readiness.probe.prober` report the latency a mature load tool reports for
 the same endpoint, at the same rate and n, and how much does the client itself add?
 
 Set-up: sandbox app A4, with ``/api/documents`` delayed server-side by a lognormal draw
@@ -20,7 +20,7 @@ Paired design, so that the comparison measures the clients and not luck or the w
   instead of whichever happened to run then, while their requests never overlap.
 
 Both tools' numbers go through the same code: nearest-rank percentiles with
-order-statistic intervals (:func:`readiness.quantiles.quantile_interval`) over the raw
+order-statistic intervals (:func:`readiness.stats.quantiles.quantile_interval`) over the raw
 per-request values (k6 points from ``--out json``; never k6's own summary). The span
 compared is the same for both: from asking for a connection to the last body byte
 (ours: ``total_ms``; k6: ``http_req_blocked + http_req_duration``). Overhead per request
@@ -56,9 +56,9 @@ import pandas as pd
 
 import readiness
 from benchmarks import target
-from readiness.client import ENV_TAGS, LOOPBACK_HOSTS, GuardedClient, SyntheticPolicy
-from readiness.prober import ProbeSettings, ProbeTarget, run_probe
-from readiness.quantiles import QuantileInterval, quantile_interval
+from readiness.probe.client import ENV_TAGS, LOOPBACK_HOSTS, GuardedClient, SyntheticPolicy
+from readiness.probe.prober import ProbeSettings, ProbeTarget, run_probe
+from readiness.stats.quantiles import QuantileInterval, quantile_interval
 from sandbox import launcher
 
 APP_ID = "A4"

@@ -2,9 +2,9 @@
 
 What is measured, in a fresh Python process so that nothing the parent loaded or
 allocated counts: 10,000,000 seeded lognormal latencies with 0.1% unanswered requests
-(+inf) go through :func:`readiness.latency_stats.percentile_summary` (P50/P95/P99, each
+(+inf) go through :func:`readiness.stats.latency.percentile_summary` (P50/P95/P99, each
 with its two-sided interval and one-sided upper bound) and
-:func:`readiness.latency_stats.histogram`. Targets: that work takes <= 1 s of wall time
+:func:`readiness.stats.latency.histogram`. Targets: that work takes <= 1 s of wall time
 on its first call (a notebook calls it once, cold), and the process's peak resident
 memory stays <= 1 GiB, data included.
 
@@ -74,7 +74,7 @@ def measure(n: int = N, seed: int = SEED) -> dict[str, Any]:
     """The measurement itself; meant to run in a fresh process (see :func:`run`)."""
     import numpy as np
 
-    from readiness.latency_stats import ecdf, histogram, percentile_summary
+    from readiness.stats.latency import ecdf, histogram, percentile_summary
 
     rng = np.random.default_rng(seed)
     samples = rng.lognormal(3.0, 0.6, n)

@@ -60,8 +60,8 @@ def sandbox_running(params_file: Path) -> Iterator[Any]:
     """The sandbox of ``params_file`` running for the block (yields its launcher state); stopped
     after, and ``os.environ`` restored (starting it exports its generated secrets, which must
     not leak into other tests)."""
-    from readiness.params import load_params
-    from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+    from readiness.params.model import load_params
+    from readiness.probe.sandbox_control import ensure_sandbox, stop_sandbox
 
     params = load_params(params_file)
     saved = dict(os.environ)
@@ -96,7 +96,7 @@ def sandbox_params_data() -> dict[str, Any]:
 def params_errors(sandbox_params_data: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]], object]], list[str]]:
     """``params_errors(change)``: the validation errors of the sandbox params after ``change``
     (which edits a copy in place); fails the test when the changed params are valid."""
-    from readiness.params import ParamsError, parse_params
+    from readiness.params.model import ParamsError, parse_params
 
     def errors(change: Callable[[dict[str, Any]], object]) -> list[str]:
         data = copy.deepcopy(sandbox_params_data)
@@ -136,7 +136,7 @@ def sandbox(test_params_file: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def suite_run(sandbox: object, test_params_file: Path, tmp_path_factory: pytest.TempPathFactory):
     """One full `readiness run` of every notebook against the sandbox, shared by many tests."""
-    from readiness.runner import run_suite
+    from readiness.run.runner import run_suite
 
     out = tmp_path_factory.mktemp("outputs")
     lines: list[str] = []

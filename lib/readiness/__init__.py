@@ -1,11 +1,23 @@
 """Readiness audit suite: the shared library behind the phase notebooks.
 
-Public surface (everything a notebook, a test or an analyst needs):
+The library is layered; each layer is a subpackage that imports only the layers below it
+(the contracts in ``.importlinter`` enforce this, see docs/architecture.md):
+
+- ``run``: the suite runner, headless notebook execution, approval gates, the CLI
+- ``phases``: one package per audit phase, independent of each other
+- ``phasekit``: the phase context (``open_phase``) and what two or more phases use
+- ``score``: the rubric, the Enterprise Readiness Score, the signed attestation
+- ``report`` and ``probe`` (side by side): presentation; HTTP, k6, browser, telemetry store, payments
+- ``core``: checks, verdict rules, the run folder, approvals, stop conditions, history
+- ``stats`` and ``params`` (side by side, at the bottom): pure statistics; the params model and
+  the phase registry
+
+Public surface (everything a notebook, a test or an analyst needs), importable from here:
 
 - configuration: :func:`load_params`, :class:`Params`, :class:`ParamsError`
 - verdicts: :class:`Check`, :class:`Status`, :func:`rate_check`, :func:`error_rate_check`,
   :func:`latency_check`, :func:`value_check`, :func:`combine`, :func:`wilson_interval`,
-  :func:`quantile_interval`, :func:`min_n_for_bound`
+  :func:`quantile_interval`, :func:`min_n_for_bound`, :func:`share_check`
 - run folders: :class:`RunFolder`, :func:`latest_complete_run`, :func:`run_status`
 - phases: :func:`open_phase`, :class:`Phase`
 - HTTP: :class:`GuardedClient`, :class:`Sample`, :class:`PolicyRefused`
@@ -13,21 +25,19 @@ Public surface (everything a notebook, a test or an analyst needs):
 - running: :func:`run_suite`
 - latency data: :func:`load_samples` (one run's probes), :func:`p95_history` (every run, via DuckDB),
   :func:`percentile_summary`, :func:`quantile_difference`, :func:`plan_sample_size`
-- verdict rules for shares: :func:`share_check` (a sampled stream must arrive at its declared rate)
 - learning: :class:`ThompsonBandit`, :func:`ips_estimate`, :func:`compare_with_uniform`, :func:`change_risk`
-- phase modules, imported by name (``from readiness import b2c``): inventory, smoke, latency,
-  latency_report, b2c, b2b, hardening, monetization, revenue_lineage, telemetry_contract,
-  telemetry_sampling, command_center, bandit, load, load_segments, k6run, stop_conditions, learning,
-  cta_learning, cta_policy, faults, resiliency, resiliency_metrics, attestation, secret_scan, observatory,
-  web_security, ports, cost, monitoring_rules, cleanup, gates, closing, closing_report, closing_cards,
-  activation, growth_hygiene, signup_journey
+
+The notebooks import phase modules by their short names (``from readiness import latency``):
+:data:`MODULES` maps each short name to its module in the layered tree, and the module is
+imported on first use.
 """
 
-from readiness.check import Check, Status
-from readiness.params import Params, ParamsError, load_params
-from readiness.quantiles import min_n_for_bound, quantile_interval
-from readiness.runfolder import RunFolder, latest_complete_run, run_status
-from readiness.verdict import (
+from importlib import import_module
+from types import MappingProxyType
+
+from readiness.core.check import Check, Status
+from readiness.core.runfolder import RunFolder, latest_complete_run, run_status
+from readiness.core.verdict import (
     combine,
     error_rate_check,
     improvement_check,
@@ -38,37 +48,85 @@ from readiness.verdict import (
     value_check,
     wilson_interval,
 )
+from readiness.params.model import Params, ParamsError, load_params
+from readiness.stats.quantiles import min_n_for_bound, quantile_interval
+
+#: Short module names (what the notebooks and analyst code import) → their module.
+MODULES = MappingProxyType({
+    # phases, by notebook
+    "inventory": "readiness.phases.inventory.inventory",
+    "smoke": "readiness.phases.smoke.smoke",
+    "latency": "readiness.phases.latency.profile",
+    "latency_report": "readiness.phases.latency.report",
+    "load": "readiness.phases.load.baseline",
+    "load_segments": "readiness.phases.load.segments",
+    "b2c": "readiness.phases.funnels.b2c",
+    "b2b": "readiness.phases.funnels.b2b",
+    "hardening": "readiness.phases.funnels.hardening",
+    "monetization": "readiness.phases.monetization.checkout",
+    "revenue_lineage": "readiness.phases.monetization.revenue_lineage",
+    "command_center": "readiness.phasekit.command_center",
+    "telemetry_contract": "readiness.phases.telemetry.contract",
+    "telemetry_sampling": "readiness.phases.telemetry.sampling",
+    "activation": "readiness.phases.activation.activation",
+    "growth_hygiene": "readiness.phases.activation.growth_hygiene",
+    "signup_journey": "readiness.phasekit.signup_journey",
+    "learning": "readiness.phases.learning.error_correction",
+    "cta_learning": "readiness.phases.learning.cta_bandit",
+    "cta_policy": "readiness.phases.learning.cta_policy",
+    "resiliency": "readiness.phases.resiliency.resiliency",
+    "resiliency_metrics": "readiness.phases.resiliency.metrics",
+    "faults": "readiness.phases.resiliency.faults",
+    "cleanup": "readiness.phases.security_ops.cleanup",
+    "cost": "readiness.phases.security_ops.cost",
+    "monitoring_rules": "readiness.phases.security_ops.monitoring_rules",
+    "ports": "readiness.phases.security_ops.ports",
+    "secret_scan": "readiness.phases.security_ops.secret_scan",
+    "web_security": "readiness.phases.security_ops.web_security",
+    "closing": "readiness.phases.readiness_score.closing",
+    "ers": "readiness.phases.readiness_score.ers",
+    # the layers below, for analysts
+    "latency_stats": "readiness.stats.latency",
+    "quantiles": "readiness.stats.quantiles",
+    "bandit": "readiness.stats.bandit",
+    "history": "readiness.core.history",
+    "charts": "readiness.report.charts",
+    "rubric": "readiness.score.rubric",
+    "attestation": "readiness.score.attestation",
+    "gates": "readiness.run.gates",
+})
+
+#: Names that load on first use, keeping ``import readiness`` fast, and where they live.
+_LAZY = MappingProxyType({
+    "open_phase": "readiness.phasekit.context", "Phase": "readiness.phasekit.context",
+    "GuardedClient": "readiness.probe.client", "Sample": "readiness.probe.client",
+    "PolicyRefused": "readiness.probe.client",
+    "require_approval": "readiness.core.approvals",
+    "load_samples": "readiness.core.history", "p95_history": "readiness.core.history",
+    "percentile_summary": "readiness.stats.latency", "quantile_difference": "readiness.stats.latency",
+    "plan_sample_size": "readiness.stats.latency",
+    "ThompsonBandit": "readiness.stats.bandit", "ips_estimate": "readiness.stats.bandit",
+    "compare_with_uniform": "readiness.stats.bandit", "change_risk": "readiness.stats.bandit",
+    "run_suite": "readiness.run.runner",
+})
 
 __all__ = [
-    "Check", "GuardedClient", "Params", "ParamsError", "Phase", "PolicyRefused", "RunFolder", "Sample", "Status",
-    "combine", "error_rate_check", "improvement_check", "latency_check", "latest_complete_run", "load_params",
-    "load_samples", "min_n_for_bound", "open_phase", "p95_history", "percentile_summary", "plan_sample_size",
-    "quantile_difference", "quantile_interval", "rate_check", "regression_check", "require_approval", "run_status",
-    "run_suite", "value_check", "wilson_interval", "share_check", "ThompsonBandit", "ips_estimate",
-    "compare_with_uniform", "change_risk",
+    "Check", "GuardedClient", "MODULES", "Params", "ParamsError", "Phase", "PolicyRefused", "RunFolder", "Sample",
+    "Status", "ThompsonBandit", "change_risk", "combine", "compare_with_uniform", "error_rate_check",
+    "improvement_check", "ips_estimate", "latency_check", "latest_complete_run", "load_params", "load_samples",
+    "min_n_for_bound", "open_phase", "p95_history", "percentile_summary", "plan_sample_size", "quantile_difference",
+    "quantile_interval", "rate_check", "regression_check", "require_approval", "run_status", "run_suite",
+    "share_check", "value_check", "wilson_interval",
 ]
 
 
-def __getattr__(name: str):  # heavier parts load on first use, keeping `import readiness` fast
-    if name in ("open_phase", "Phase"):
-        from readiness import phase
-        return getattr(phase, name)
-    if name in ("GuardedClient", "Sample", "PolicyRefused"):
-        from readiness import client
-        return getattr(client, name)
-    if name == "require_approval":
-        from readiness.approvals import require_approval
-        return require_approval
-    if name in ("load_samples", "p95_history"):
-        from readiness import history
-        return getattr(history, name)
-    if name in ("percentile_summary", "quantile_difference", "plan_sample_size"):
-        from readiness import latency_stats
-        return getattr(latency_stats, name)
-    if name in ("ThompsonBandit", "ips_estimate", "compare_with_uniform", "change_risk"):
-        from readiness import bandit
-        return getattr(bandit, name)
-    if name == "run_suite":
-        from readiness.runner import run_suite
-        return run_suite
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    if name in MODULES:
+        return import_module(MODULES[name])
     raise AttributeError(f"module 'readiness' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *MODULES})

@@ -17,16 +17,16 @@ import pytest
 from nbclient import NotebookClient
 from playwright.sync_api import Browser
 
-from readiness.browser import BrowserUnavailable, chromium_sync
-from readiness.render import render_index, render_notebook
-from readiness.runfolder import RunFolder
+from readiness.core.runfolder import RunFolder
+from readiness.probe.browser import BrowserUnavailable, chromium_sync
+from readiness.report.render import render_index, render_notebook
 
 PHASE = "11_readiness_score"
 
 _SETUP = """\
 import math
 import pandas as pd
-from readiness.charts import enable_offline_rendering, heatmap_chart, latency_chart, radar_chart, save_chart
+from readiness.report.charts import enable_offline_rendering, heatmap_chart, latency_chart, radar_chart, save_chart
 enable_offline_rendering()
 categories = [
     {"key": key, "score": score, "weight": weight, "weighted": score / 5 * weight}
@@ -51,7 +51,7 @@ def chromium() -> Iterator[Browser]:
     thread while it is open, which would break later tests that start their own loop.
     """
     try:
-        with chromium_sync() as browser:  # the suite's one way to start Chromium (readiness.browser)
+        with chromium_sync() as browser:  # the suite's one way to start Chromium (readiness.probe.browser)
             yield browser
     except BrowserUnavailable as exc:
         pytest.fail(str(exc))
@@ -66,7 +66,7 @@ def _chart_notebook(run_dir: Path) -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(f"run_dir = {str(run_dir)!r}  # the run folder",
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(_SETUP),
-        nbformat.v4.new_code_cell("from readiness.runfolder import RunFolder\n"
+        nbformat.v4.new_code_cell("from readiness.core.runfolder import RunFolder\n"
                                   "run = RunFolder.open(run_dir)\n"
                                   "saved = save_chart(run, 'readiness_radar', radar_chart(categories))"),
         nbformat.v4.new_code_cell("radar_chart(categories)"),

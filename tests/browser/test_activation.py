@@ -1,4 +1,4 @@
-"""Phase 5 activation in the system Chromium against a real sandbox (ports 30011–30018, Stripe 30010):
+"""Phase 07 activation in the system Chromium against a real sandbox (ports 30011–30018, Stripe 30010):
 two learners from the landing page through the guided onboarding to their first AI answer,
 their events found in the telemetry store, the verdicts honest about n = 2."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from readiness import activation
-from readiness.check import Status
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.activation import activation
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""The B2C funnel of Phase 3 in the system Chromium against a real sandbox (ports 28721–28728).
+"""The B2C funnel of Phase 04 in the system Chromium against a real sandbox (ports 28721–28728).
 
 One test runs the healthy funnel and expects every configuration check to PASS (the
 sign-up rate stays INCONCLUSIVE: three journeys cannot prove 90% with confidence); the
@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from readiness import b2c
-from readiness.check import Status
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.funnels import b2c
 
 pytestmark = pytest.mark.browser
 

@@ -1,7 +1,7 @@
 """Fix D in a real Chromium: the demo badge on ``/dashboard``, screenshot evidence, before/after/rollback.
 
 The module runs its own sandbox on ports 28961–28968 and the real
-:func:`readiness.command_center.check_demo_mode`, which drives the system Chromium
+:func:`readiness.phasekit.command_center.check_demo_mode`, which drives the system Chromium
 through Playwright's async API and files one dashboard screenshot per flag state.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from readiness import command_center
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit import command_center
+from readiness.phasekit.context import Phase
 
 pytestmark = pytest.mark.browser
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 import yaml
 
-from readiness import b2b
-from readiness.check import Status
-from readiness.phase import open_phase
-from readiness.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.core.check import Status
+from readiness.phasekit.context import open_phase
+from readiness.phases.funnels import b2b
+from readiness.probe.sandbox_control import ADMIN_TOKEN_ENV
 
 pytestmark = pytest.mark.integration
 

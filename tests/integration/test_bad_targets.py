@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from readiness import smoke
-from readiness.check import Status
-from readiness.phase import open_phase
+from readiness.core.check import Status
+from readiness.phasekit.context import open_phase
+from readiness.phases.smoke import smoke
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,14 +24,16 @@ import httpx
 import pytest
 import yaml
 
-from readiness import cli, load, load_segments
-from readiness.check import Status
-from readiness.k6run import run_many
-from readiness.latency_stats import percentile_summary
-from readiness.params import load_params
-from readiness.phase import open_phase
-from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import open_phase
+from readiness.phases.load import baseline as load
+from readiness.phases.load import segments as load_segments
+from readiness.probe.k6run import run_many
+from readiness.probe.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.run import cli
+from readiness.stats.latency import percentile_summary
 
 pytestmark = pytest.mark.integration
 
@@ -175,9 +177,9 @@ def test_two_merged_segments_match_a_single_run(base: dict[str, Any], tmp_path: 
 SIGINT_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from readiness import load_segments
-    from readiness.k6run import run_many
-    from readiness.params import load_params
+    from readiness.phases.load import segments as load_segments
+    from readiness.probe.k6run import run_many
+    from readiness.params.model import load_params
 
     params = load_params(sys.argv[1])
     procs = load_segments.local_processes(params, "qa-sigint", Path(sys.argv[2]))
@@ -278,7 +280,7 @@ def test_segments_from_separate_commands_merge_into_a_run(base: dict[str, Any], 
     """What docs/distributed_load.md describes, with both "machines" on this one."""
     phase = phase_of(base, tmp_path, monkeypatch)
     params_file = str(tmp_path / "params.yaml")
-    commands = [[sys.executable, "-m", "readiness.cli", "load-segment", "--params", params_file, "--index", str(i),
+    commands = [[sys.executable, "-m", "readiness.run.cli", "load-segment", "--params", params_file, "--index", str(i),
                  "--of", "2", "--out", str(tmp_path / f"seg{i}")] for i in range(2)]
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
     outputs = [p.communicate(timeout=60)[0] for p in procs]

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from readiness.cli import main
-from readiness.params import load_params
-from readiness.runfolder import RunFolder
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.run.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from readiness import closing, ers
-from readiness.approvals import log_event
-from readiness.check import Check, Status
-from readiness.closing import validated
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.approvals import log_event
+from readiness.core.check import Check, Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.readiness_score import closing, ers
+from readiness.phases.readiness_score.closing import validated
 from sandbox import launcher
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 The sandbox of this module runs on ports 28951–28958 in a private state folder, with the
 quick windows shortened further (TTL 2 s, recovery 1.5 s) so that the before/after/
-rollback scenarios of :mod:`readiness.command_center` take seconds. Posting business
+rollback scenarios of :mod:`readiness.phasekit.command_center` take seconds. Posting business
 and synthetic revenue on purpose, it must not share a sandbox with any other module.
 """
 
@@ -19,12 +19,12 @@ import httpx
 import pytest
 import yaml
 
-from readiness import command_center
-from readiness.check import Status
-from readiness.params import Params, load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
-from readiness.sandbox_control import set_flag
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import Params, load_params
+from readiness.phasekit import command_center
+from readiness.phasekit.context import Phase
+from readiness.probe.sandbox_control import set_flag
 
 pytestmark = pytest.mark.integration
 

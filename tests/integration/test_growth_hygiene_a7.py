@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from readiness import growth_hygiene
-from readiness.check import Status
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.activation import growth_hygiene
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import yaml
 
-from readiness import hardening
-from readiness.check import Status
-from readiness.phase import open_phase
-from readiness.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.core.check import Status
+from readiness.phasekit.context import open_phase
+from readiness.phases.funnels import hardening
+from readiness.probe.sandbox_control import ADMIN_TOKEN_ENV
 from sandbox.common.emitter import Emitter, Event, HttpSink
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """A1's OIDC flow, A2's onboarding and AI actions, over HTTP against a real sandbox (ports 28711–28718).
 
 Each test drives the endpoints the way a relying party or a learner's browser would and
-checks the result with the library's own validators (:mod:`readiness.oidc`), so the
+checks the result with the library's own validators (:mod:`readiness.probe.oidc`), so the
 sandbox and the audit are held to the same rules.
 """
 
@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from readiness.oidc import check_session_cookie, validate_id_token
+from readiness.probe.oidc import check_session_cookie, validate_id_token
 from sandbox import launcher
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from readiness.check import Status
-from readiness.phase import Phase, open_phase
+from readiness.core.check import Status
+from readiness.phasekit.context import Phase, open_phase
 
 pytestmark = pytest.mark.integration
 PORT_BASE = 29400  # apps on 29401–29408
@@ -41,7 +41,7 @@ def params_file(tmp_path_factory: pytest.TempPathFactory, params_factory, start_
 
 
 def admin(params_file: Path, app_id: str, method: str, path: str, body: Any = None) -> Any:
-    from readiness.params import load_params
+    from readiness.params.model import load_params
 
     url = load_params(params_file).app(app_id).url(path)
     r = httpx.request(method, url, json=body, timeout=10,
@@ -56,7 +56,8 @@ def statuses(phase: Phase) -> dict[str, Status]:
 
 def test_without_the_approval_the_change_is_blocked_and_a7_untouched(params_file: Path,
                                                                      tmp_path: Path, params_factory) -> None:
-    from readiness import cta_learning, cta_policy
+    from readiness.phases.learning import cta_bandit as cta_learning
+    from readiness.phases.learning import cta_policy
 
     state_dir = params_file.parent / "sandbox-state"
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness import load
-from readiness.check import Status
-from readiness.phase import Phase, open_phase
+from readiness.core.check import Status
+from readiness.phasekit.context import Phase, open_phase
+from readiness.phases.load import baseline as load
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ import httpx
 import psutil
 import pytest
 
-from readiness import cost, monitoring_rules, ports
-from readiness.check import Status
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.security_ops import cost, monitoring_rules, ports
 from sandbox import procs
 
 pytestmark = pytest.mark.integration

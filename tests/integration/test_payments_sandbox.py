@@ -18,12 +18,16 @@ import httpx
 import pytest
 import yaml
 
-from readiness import aio, monetization, payments, revenue_lineage
-from readiness.check import Status
-from readiness.params import Params, load_params
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ensure_sandbox, stop_sandbox
+from readiness.core import aio
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import Params, load_params
+from readiness.phasekit import stripe_price
+from readiness.phasekit.context import Phase
+from readiness.phases.monetization import checkout as monetization
+from readiness.phases.monetization import revenue_lineage
+from readiness.probe import payments
+from readiness.probe.sandbox_control import ensure_sandbox, stop_sandbox
 from sandbox import launcher, stripe_local
 
 pytestmark = pytest.mark.integration
@@ -105,8 +109,8 @@ def test_local_stripe_listens_on_loopback_only_with_its_state_in_the_state_folde
 
 
 def test_price_is_created_once_over_two_resolves_and_two_runs(pay_params: Params, tmp_path: Path) -> None:
-    first, res1 = monetization.price_step(_phase(pay_params, tmp_path / "r1"), "monetization.price")
-    again, res2 = monetization.price_step(_phase(pay_params, tmp_path / "r1b"), "monetization.price")
+    first, res1 = stripe_price.price_step(_phase(pay_params, tmp_path / "r1"), "monetization.price")
+    again, res2 = stripe_price.price_step(_phase(pay_params, tmp_path / "r1b"), "monetization.price")
     assert first[-1].status is Status.PASS and again[-1].status is Status.PASS, (first[-1].detail, again[-1].detail)
     assert res1 is not None and res2 is not None
     assert res1.how == "created" and res2.how == "lookup_key" and res2.price_id == res1.price_id
@@ -114,7 +118,7 @@ def test_price_is_created_once_over_two_resolves_and_two_runs(pay_params: Params
     # A second run after a restart of the sandbox: the local Stripe kept its store.
     stop_sandbox(pay_params)
     ensure_sandbox(pay_params)
-    _, res3 = monetization.price_step(_phase(pay_params, tmp_path / "r2"), "monetization.price")
+    _, res3 = stripe_price.price_step(_phase(pay_params, tmp_path / "r2"), "monetization.price")
     assert res3 is not None and res3.price_id == res1.price_id and res3.how == "lookup_key"
     key = os.environ["STRIPE_SECRET_KEY"]
     listed = httpx.get(f"{_state(pay_params).stripe_url}/v1/prices", params={"limit": 100}, auth=(key, "")).json()
@@ -123,13 +127,13 @@ def test_price_is_created_once_over_two_resolves_and_two_runs(pay_params: Params
 
 def test_price_is_found_by_metadata_when_its_lookup_key_is_gone(pay_params: Params, tmp_path: Path) -> None:
     phase = _phase(pay_params, tmp_path)
-    _, res = monetization.price_step(phase, "monetization.price")
+    _, res = stripe_price.price_step(phase, "monetization.price")
     assert res is not None
     key, url = os.environ["STRIPE_SECRET_KEY"], _state(pay_params).stripe_url
     cleared = httpx.post(f"{url}/v1/prices/{res.price_id}", data={"lookup_key": ""}, auth=(key, ""))
     assert cleared.status_code == 200 and cleared.json()["lookup_key"] is None
     try:
-        _, again = monetization.price_step(phase, "monetization.price")
+        _, again = stripe_price.price_step(phase, "monetization.price")
         assert again is not None and (again.price_id, again.how) == (res.price_id, "metadata")
     finally:
         httpx.post(f"{url}/v1/prices/{res.price_id}", data={"lookup_key": "micro_qa_charge"}, auth=(key, ""))
@@ -150,13 +154,13 @@ def test_live_key_is_refused_without_approval_and_used_with_one(pay_params: Para
         "id": "HITL-STRIPE-LIVE-1", "action": "stripe_live_charge", "scope": "one micro charge",
         "granted_by": "release-lead", "environment": "staging"}])).approvals})
     phase = _phase(approved, tmp_path / "approved")
-    checks, res = monetization.price_step(phase, "monetization.price")
+    checks, res = stripe_price.price_step(phase, "monetization.price")
     assert checks[-1].status is Status.PASS and res is not None
     log = [json.loads(line) for line in phase.run.path("reports/hitl_approvals.log").read_text().splitlines()]
     assert [(e["kind"], e["action"], e["approval_id"]) for e in log] == [
         ("approved", "stripe_live_charge", "HITL-STRIPE-LIVE-1")]
     assert os.environ["STRIPE_SECRET_KEY"] not in phase.run.path("reports/hitl_approvals.log").read_text()
-    assert json.loads(phase.run.path(monetization.PRICE).read_text())["approval_id"] == "HITL-STRIPE-LIVE-1"
+    assert json.loads(phase.run.path(stripe_price.PRICE).read_text())["approval_id"] == "HITL-STRIPE-LIVE-1"
 
 
 def test_micro_checkout_credits_the_ledger_and_reaches_the_telemetry_store(pay_params: Params,
@@ -203,7 +207,7 @@ def _session(a5: str, price_id: str, user: str = "ledger-user") -> dict:
 def test_completion_contract_declines_replays_and_ledger(pay_params: Params, tmp_path: Path) -> None:
     state = _state(pay_params)
     a5, a8 = state.apps["A5"], state.apps["A8"]
-    _, res = monetization.price_step(_phase(pay_params, tmp_path), "monetization.price")
+    _, res = stripe_price.price_step(_phase(pay_params, tmp_path), "monetization.price")
     assert res is not None
     session = _session(a5, res.price_id)  # a Stripe price joins A5's catalogue
     assert res.price_id in [p["id"] for p in httpx.get(f"{a5}/api/prices").json()["prices"]]

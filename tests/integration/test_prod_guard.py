@@ -24,23 +24,19 @@ import httpx
 import pytest
 import yaml
 
-from readiness import (
-    b2b,
-    b2c,
-    command_center,
-    hardening,
-    monetization,
-    payments,
-    revenue_lineage,
-    telemetry_contract,
-    telemetry_sampling,
-)
-from readiness.approvals import LOG
-from readiness.check import Check, Status
-from readiness.client import SAFE_METHODS
-from readiness.params import load_params
-from readiness.phase import Phase, open_phase
-from readiness.sandbox_control import sandbox_status
+from readiness.core.approvals import LOG
+from readiness.core.check import Check, Status
+from readiness.params.model import load_params
+from readiness.phasekit import command_center
+from readiness.phasekit.context import Phase, open_phase
+from readiness.phases.funnels import b2b, b2c, hardening
+from readiness.phases.monetization import checkout as monetization
+from readiness.phases.monetization import revenue_lineage
+from readiness.phases.telemetry import contract as telemetry_contract
+from readiness.phases.telemetry import sampling as telemetry_sampling
+from readiness.probe import payments
+from readiness.probe.client import SAFE_METHODS
+from readiness.probe.sandbox_control import sandbox_status
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +198,7 @@ def test_a_read_only_prod_audit_passes_the_phase_0_gate_without_its_write_parts(
 
     Placed before the tests that write with an approval: their tagged writes, still reaching
     the store, would otherwise be counted here."""
-    from readiness import inventory
+    from readiness.phases.inventory import inventory
 
     path = prod_params(staging, tmp_path / "p", [])
     data = yaml.safe_load(path.read_text())

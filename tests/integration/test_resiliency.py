@@ -22,12 +22,12 @@ import httpx
 import papermill
 import pytest
 
-from readiness.check import Status
-from readiness.faults import JOURNAL
-from readiness.params import load_params
-from readiness.phase import Phase
-from readiness.resiliency_metrics import CHECK_IDS
-from readiness.runfolder import RunFolder
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phasekit.context import Phase
+from readiness.phases.resiliency.faults import JOURNAL
+from readiness.phases.resiliency.metrics import CHECK_IDS
 
 pytestmark = pytest.mark.integration
 PORT_BASE = 29300  # apps on 29301–29308
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import sys, threading, time
-from readiness import resiliency
-from readiness.phase import open_phase
+from readiness.phases.resiliency import resiliency
+from readiness.phasekit.context import open_phase
 
 phase = open_phase("09_resiliency", sys.argv[1], sys.argv[2])
 journal = phase.run.path("evidence/a3_fault_journal.jsonl")

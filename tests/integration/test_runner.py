@@ -15,10 +15,10 @@ import nbformat
 import pytest
 import yaml
 
-from readiness.check import Status, load_checks
-from readiness.cli import main
-from readiness.runfolder import run_status
-from readiness.runner import run_suite
+from readiness.core.check import Status, load_checks
+from readiness.core.runfolder import run_status
+from readiness.run.cli import main
+from readiness.run.runner import run_suite
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def notebook(path: Path, *lines: str) -> None:
 
 
 def gate_notebook(path: Path, status: str) -> None:
-    notebook(path, "from readiness.runfolder import RunFolder\nfrom readiness.check import Check, Status\n"
+    notebook(path, "from readiness.core.runfolder import RunFolder\nfrom readiness.core.check import Check, Status\n"
                    "run = RunFolder.open(run_dir)\n"
                    f"run.record_checks('00_inventory', [Check(id='inventory.gate.go', phase='00_inventory', "
                    f"title='gate', status=Status.{status}, observed=1, detail='test gate {status}')])")
@@ -136,7 +136,7 @@ def test_a_full_disk_stops_the_run_at_once_and_keeps_what_was_written(
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
         gate_notebook(books / "00_inventory.ipynb", "PASS")
-        notebook(books / "01_smoke.ipynb", "from readiness.runfolder import RunFolder\n"
+        notebook(books / "01_smoke.ipynb", "from readiness.core.runfolder import RunFolder\n"
                  "RunFolder.open(run_dir).write_bytes('evidence/big.bin', bytes(2_000_000))")
         notebook(books / "02_latency_profile.ipynb", "raise AssertionError('must not run')")
         lines: list[str] = []
@@ -167,7 +167,7 @@ def test_no_go_gate_blocks_later_phases(sandbox, test_params_file: Path, books: 
 def test_a_stop_condition_stops_later_phases_and_the_run_still_reports(sandbox, test_params_file: Path,
                                                                         books: Path, tmp_path: Path) -> None:
     gate_notebook(books / "00_inventory.ipynb", "PASS")
-    notebook(books / "01_smoke.ipynb", "from readiness.runfolder import RunFolder\nrun = RunFolder.open(run_dir)\n"
+    notebook(books / "01_smoke.ipynb", "from readiness.core.runfolder import RunFolder\nrun = RunFolder.open(run_dir)\n"
              "run.update_info(stop_conditions=[{'phase': '01_smoke', 'reason': 'regression above 20%'}])")
     notebook(books / "02_latency_profile.ipynb", "raise AssertionError('must not run')")
     outcome = run_suite(test_params_file, outputs=tmp_path / "out", echo=lambda _l: None)
@@ -185,7 +185,7 @@ def test_ctrl_c_leaves_an_interrupted_run_without_score(sandbox, test_params_fil
     gate_notebook(books / "00_inventory.ipynb", "PASS")
     notebook(books / "01_smoke.ipynb", "import time\ntime.sleep(120)")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "readiness.cli", "run", "--params", str(test_params_file),
+    proc = subprocess.Popen([sys.executable, "-m", "readiness.run.cli", "run", "--params", str(test_params_file),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ})
     seen = []
@@ -254,8 +254,8 @@ def test_undecided_gate_blocks_too(sandbox, test_params_file: Path, books: Path,
 def test_reset_restores_flags_and_clears_faults(sandbox, test_params_file: Path) -> None:
     import httpx
 
-    from readiness.params import load_params
-    from readiness.sandbox_control import reset_sandbox
+    from readiness.params.model import load_params
+    from readiness.probe.sandbox_control import reset_sandbox
 
     auth = {"Authorization": f"Bearer {sandbox.admin_token}"}
     a2 = sandbox.apps["A2"]
@@ -283,7 +283,7 @@ def test_gate_1_pauses_the_run_and_resume_completes_it(sandbox, test_params_file
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gate_notebook(books / "00_inventory.ipynb", "PASS")
     notebook(books / "01_smoke.ipynb", "x = 1")
-    notebook(books / "02_latency_profile.ipynb", "from readiness.runfolder import RunFolder\n"
+    notebook(books / "02_latency_profile.ipynb", "from readiness.core.runfolder import RunFolder\n"
              "RunFolder.open(run_dir).write_text('reports/after_gate.txt', 'ran')")
     params, approval = _without_gate_approval(test_params_file, tmp_path / "p")
     out = tmp_path / "out"

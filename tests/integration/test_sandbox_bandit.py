@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from readiness.verdict import wilson_interval
+from readiness.core.verdict import wilson_interval
 from sandbox import launcher
 from sandbox.apps.a7_bandit import ARMS, OUTCOME_EVENTS, LivePolicy, default_policy, parse_policy, simulate
 from sandbox.common.config import DEFAULT_SEED

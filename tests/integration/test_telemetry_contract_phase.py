@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from readiness.check import Status
-from readiness.inventory import telemetry_burn_in
-from readiness.phase import Phase, open_phase
-from readiness.telemetry_contract import contract, dedupe, write_verdict
-from readiness.telemetry_sampling import acceptance, arrival, arrival_chart, drive_probes, sampling
+from readiness.core.check import Status
+from readiness.phasekit.context import Phase, open_phase
+from readiness.phases.inventory.inventory import telemetry_burn_in
+from readiness.phases.telemetry.contract import contract, dedupe, write_verdict
+from readiness.phases.telemetry.sampling import acceptance, arrival, arrival_chart, drive_probes, sampling
 
 pytestmark = pytest.mark.integration
 BASE_PORT = 28900

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from readiness import aio
-from readiness.client import GuardedClient, SyntheticPolicy
-from readiness.telemetry import A8HttpSource, JsonlSource, TelemetryUnavailable, iso
+from readiness.core import aio
+from readiness.probe.client import GuardedClient, SyntheticPolicy
+from readiness.probe.telemetry_store import A8HttpSource, JsonlSource, TelemetryUnavailable, iso
 
 pytestmark = pytest.mark.integration
 POLICY = SyntheticPolicy(identities=frozenset({"test_student_e2e_01"}),

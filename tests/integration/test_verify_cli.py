@@ -10,11 +10,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from readiness.attestation import sign_run, write_attestation
-from readiness.check import Check, Status
-from readiness.cli import main
-from readiness.params import load_params
-from readiness.runfolder import RunFolder
+from readiness.core.check import Check, Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.run.cli import main
+from readiness.score.attestation import sign_run, write_attestation
 
 pytestmark = pytest.mark.integration
 

@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from readiness.check import Status
-from readiness.observatory import grade
-from readiness.params import App, load_params
-from readiness.params_sections import Security
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
-from readiness.web_security import (
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import App, load_params
+from readiness.params.sections import Security
+from readiness.phasekit.context import Phase
+from readiness.phasekit.observatory import grade
+from readiness.phases.security_ops.web_security import (
     MIN_HEADER_SCORE,
     admin_endpoints,
     cors,

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from readiness.check import Status, load_checks
-from readiness.history import load_samples, p95_history
-from readiness.prober import SAMPLE_COLUMNS
+from readiness.core.check import Status, load_checks
+from readiness.core.history import load_samples, p95_history
+from readiness.probe.prober import SAMPLE_COLUMNS
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 CRITICAL = {("A1", "oidc_discovery"), ("A2", "courses"), ("A3", "run_status"), ("A4", "documents"),
@@ -29,7 +29,7 @@ def second(suite_run, test_params_file: Path, tmp_path_factory: pytest.TempPathF
 
     Its params leave out the flag comparison (fix B, judged in the first run): the profile
     of every critical endpoint is what the baseline comparison needs."""
-    from readiness.runner import run_suite
+    from readiness.run.runner import run_suite
 
     data = yaml.safe_load(test_params_file.read_text())
     data["latency"]["compare_flags"] = []

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from readiness.check import Status, load_checks
-from readiness.params import load_params
-from readiness.render import network_references
+from readiness.core.check import Status, load_checks
+from readiness.params.model import load_params
+from readiness.report.render import network_references
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
@@ -42,6 +42,18 @@ def test_run_completes_with_every_phase_ok(suite_run, run_dir) -> None:
     assert info["status"] == "complete" and set(info["phases"]) == {p.phase for p in suite_run.phases}
     assert all(info["phases"][p]["elapsed_s"] > 0 for p in info["phases"])
     assert (run_dir / "index.html").is_file()
+
+
+def test_every_check_id_starts_with_a_prefix_its_phase_registers(checks) -> None:
+    """The registry's check-id prefixes are the truth about what each phase records: the
+    attestation and the closing report find a phase's checks by them."""
+    from readiness.params.registry import PHASES, RUNNER_CLAIMS, phase_spec
+
+    runner = tuple(p for prefixes in RUNNER_CLAIMS.values() for p in prefixes)
+    stray = [(c.phase, cid) for cid, c in checks.items()
+             if not cid.startswith(("run.", *runner))
+             and (c.phase not in PHASES or not cid.startswith(phase_spec(c.phase).prefixes))]
+    assert not stray, stray[:10]
 
 
 def test_score_has_the_seed_shape_and_adds_up(run_dir) -> None:
@@ -296,7 +308,7 @@ def test_baseline_load_delivers_its_rate_and_finds_the_autonomy_signals(run_dir,
 
 
 def test_the_run_is_attested_signed_and_verifies(run_dir) -> None:
-    from readiness.attestation import verify_run
+    from readiness.score.attestation import verify_run
 
     text = (run_dir / "reports" / "system_live_and_autonomous.md").read_text()
     assert "manifest.json" in text and "NOT EVIDENCED" not in text  # every claim's phase ran and left evidence

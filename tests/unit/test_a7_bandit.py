@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from readiness.verdict import wilson_interval
+from readiness.core.verdict import wilson_interval
 from sandbox.apps.a7_bandit import (
     ARMS,
     EVENTS_PER_VISIT_MAX,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from readiness.activation import activation_checks, ttfv_distribution_chart, ttfv_summary
-from readiness.charts import embedded_rows
-from readiness.check import Status
-from readiness.params import load_params
+from readiness.core.check import Status
+from readiness.params.model import load_params
+from readiness.phases.activation.activation import activation_checks, ttfv_distribution_chart, ttfv_summary
+from readiness.report.charts import embedded_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ("evidence/activation_journeys.json", "evidence/activation_events.json")
@@ -121,9 +121,9 @@ def test_chart_is_small_and_says_when_there_is_nothing_to_draw() -> None:
 
 
 def test_prod_without_approval_drives_nobody_and_blocks_every_check(tmp_path: Path) -> None:
-    from readiness import activation
-    from readiness.phase import Phase
-    from readiness.runfolder import RunFolder
+    from readiness.core.runfolder import RunFolder
+    from readiness.phasekit.context import Phase
+    from readiness.phases.activation import activation
 
     params_file = ROOT / "params" / "staging.example.yaml"
     env = {f"A{i}_BASE_URL": f"https://a{i}.staging.example.com" for i in range(1, 9)}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from readiness.approvals import LOG, log_event, require_approval
-from readiness.params import parse_params
-from readiness.params_sections import RESTRICTED_ACTIONS
-from readiness.runfolder import RunFolder
+from readiness.core.approvals import LOG, log_event, require_approval
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import parse_params
+from readiness.params.sections import RESTRICTED_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 

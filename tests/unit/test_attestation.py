@@ -11,7 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from readiness.attestation import (
+from readiness.core.check import Check, Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.params.sections import Attestation
+from readiness.score.attestation import (
     CLAIMS,
     PUBLIC_KEY,
     REPORT,
@@ -21,10 +25,6 @@ from readiness.attestation import (
     verify_run,
     write_attestation,
 )
-from readiness.check import Check, Status
-from readiness.params import load_params
-from readiness.params_sections import Attestation
-from readiness.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params" / "sandbox.yaml"

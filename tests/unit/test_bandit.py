@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from readiness.bandit import (
+from readiness.core.verdict import wilson_interval
+from readiness.stats.bandit import (
     LOW_RISK_MAX_TV,
     MEDIUM_RISK_MAX_TV,
     RewardWeights,
@@ -17,7 +18,6 @@ from readiness.bandit import (
     ips_estimate,
     total_variation,
 )
-from readiness.verdict import wilson_interval
 
 W = RewardWeights()
 # Per-arm probabilities of (page_view, lead, checkout, complaint); expected rewards differ clearly.

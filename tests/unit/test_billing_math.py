@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from readiness.b2b import expected_lineage, journeys_frame, parse_points
+from readiness.phases.funnels.b2b import expected_lineage, journeys_frame, parse_points
 from sandbox.apps.a6_billing import PortalPolicy, charge_lineage
 from sandbox.common.knobs import KnobError
 

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readiness import charts
-from readiness.latency_stats import ecdf, histogram
-from readiness.runfolder import RunFolder
-from readiness.verdict import latency_check
+from readiness.core.runfolder import RunFolder
+from readiness.core.verdict import latency_check
+from readiness.report import charts
+from readiness.stats.latency import ecdf, histogram
 
 CATS = [
     {"key": "reliability", "score": 5.0, "weight": 15, "weighted": 15.0},

@@ -11,13 +11,20 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness import cleanup
-from readiness.approvals import LOG as APPROVALS_LOG
-from readiness.check import Status
-from readiness.cleanup import AppPlan, CleanupError, CleanupReport, TableResult, check_namespace, parse_listing
-from readiness.client import Sample
-from readiness.params import Params, parse_params
-from readiness.runfolder import RunFolder
+from readiness.core.approvals import LOG as APPROVALS_LOG
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import Params, parse_params
+from readiness.phases.security_ops import cleanup
+from readiness.phases.security_ops.cleanup import (
+    AppPlan,
+    CleanupError,
+    CleanupReport,
+    TableResult,
+    check_namespace,
+    parse_listing,
+)
+from readiness.probe.client import Sample
 from sandbox.apps import load_definition
 from sandbox.common import synthetic_cleanup as sc
 from sandbox.common import synthetic_tables as st

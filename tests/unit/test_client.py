@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from readiness import aio
-from readiness.client import (
+from readiness.core import aio
+from readiness.probe.client import (
     ENV_TAGS,
     LOOPBACK_HOSTS,
     ClientLimits,
@@ -190,7 +190,7 @@ def test_a_failed_name_lookup_is_classified_as_dns_error():
 
     import httpx
 
-    from readiness.client import _classify
+    from readiness.probe.client import _classify
 
     try:
         try:

@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 
-from readiness.check import Check, Status
-from readiness.closing import ClosingError, check_json, e2e_document, tile_problem, validated
-from readiness.closing_cards import build_cards, card_checks, card_id, confirmed, idempotency_key, ranked_actions
-from readiness.closing_report import (
+from readiness.core.check import Check, Status
+from readiness.phases.readiness_score.cards import (
+    build_cards,
+    card_checks,
+    card_id,
+    confirmed,
+    idempotency_key,
+    ranked_actions,
+)
+from readiness.phases.readiness_score.closing import ClosingError, check_json, e2e_document, tile_problem, validated
+from readiness.phases.readiness_score.closing_report import (
     delta_to_target,
     e2e_checks,
     escalation_rows,
@@ -23,8 +30,8 @@ from readiness.closing_report import (
     read_log,
     validation_markdown,
 )
-from readiness.rubric import GradeBands
-from readiness.scoring import CategoryScore, ReadinessScore
+from readiness.score.rubric import GradeBands
+from readiness.score.scoring import CategoryScore, ReadinessScore
 from sandbox.apps.a8_cards import validate_card
 
 BASE = {"version": "1.0", "run_id": "20240501-120000", "generated_at": "2024-05-01T12:00:00Z",

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from readiness import command_center as cc
-from readiness.check import Status
-from readiness.params import load_params
+from readiness.core.check import Status
+from readiness.params.model import load_params
+from readiness.phasekit import command_center as cc
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from readiness.cost import Delta, deltas, frame, growth_pct, per_request, process_usage
+from readiness.phases.security_ops.cost import Delta, deltas, frame, growth_pct, per_request, process_usage
 
 BASELINE = {
     "apps": {"A1": {"cpu_s": 2.0, "rss_mb": 100.0, "requests": 1000, "cpu_ms_per_request": 2.0},

@@ -22,9 +22,9 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from readiness.check import Status
-from readiness.latency_stats import percentile_summary, quantile_difference
-from readiness.verdict import latency_check
+from readiness.core.check import Status
+from readiness.core.verdict import latency_check
+from readiness.stats.latency import percentile_summary, quantile_difference
 
 FLOOR = 0.93
 REPLICATIONS = 4000

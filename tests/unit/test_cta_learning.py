@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from readiness.bandit import RewardWeights
-from readiness.cta_learning import allocation_of, fit, holdout, join_rewards, propensity_mismatches
+from readiness.phases.learning.cta_bandit import allocation_of, fit, holdout, join_rewards, propensity_mismatches
+from readiness.stats.bandit import RewardWeights
 
 W = RewardWeights()
 

@@ -6,10 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from readiness.gates import ACTIONS, MUTATES, behaviour_check, gate_for, gate_text, rehearse_rollbacks, rollback_text
-from readiness.params import PHASES, load_params
-from readiness.runfolder import RunFolder
-from readiness.runner import _core_digest
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import PHASES, load_params
+from readiness.run.gates import (
+    ACTIONS,
+    MUTATES,
+    behaviour_check,
+    gate_for,
+    gate_text,
+    rehearse_rollbacks,
+    rollback_text,
+)
+from readiness.run.runner import _core_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {f"A{i}_BASE_URL": f"https://a{i}.staging.example.com" for i in range(1, 9)}

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from readiness.check import Status
-from readiness.growth_hygiene import (
+from readiness.core.check import Status
+from readiness.phases.activation.growth_hygiene import (
     check_analytics,
     check_canonical,
     check_noindex,

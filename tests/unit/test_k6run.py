@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from readiness.k6run import (
+from readiness.probe.k6run import (
     EXTERNAL_ABORT,
     PointTail,
     counter_totals,

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readiness.check import Status
-from readiness.latency_stats import (
+from readiness.core.check import Status
+from readiness.core.verdict import improvement_check, regression_check
+from readiness.stats.latency import (
     DIFFERENCE_METHOD,
     ecdf,
     histogram,
@@ -19,8 +20,7 @@ from readiness.latency_stats import (
     plan_sample_size,
     quantile_difference,
 )
-from readiness.quantiles import min_n_for_bound, order_statistic_ranks, quantile_interval
-from readiness.verdict import improvement_check, regression_check
+from readiness.stats.quantiles import min_n_for_bound, order_statistic_ranks, quantile_interval
 
 WHERE = {"id": "latency.A7.lead", "phase": "latency", "title": "t"}
 ONE_TO_200 = np.random.default_rng(3).permutation(np.arange(1.0, 201.0))  # order must not matter
@@ -366,8 +366,8 @@ def test_improvement_check_without_enough_data() -> None:
 
 
 def test_comparison_of_two_series_without_good_answers_is_inconclusive() -> None:
-    from readiness.check import Status
-    from readiness.verdict import improvement_check, regression_check
+    from readiness.core.check import Status
+    from readiness.core.verdict import improvement_check, regression_check
 
     inf = [float("inf")] * 200
     for rule in (improvement_check, regression_check):

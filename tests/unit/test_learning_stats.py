@@ -10,8 +10,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from readiness.check import Status
-from readiness.learning import (
+from readiness.core.check import Status
+from readiness.core.verdict import interval_check
+from readiness.phases.learning.error_correction import (
     MIN_GROWTH,
     bounded_attempts,
     breaker_history,
@@ -21,7 +22,6 @@ from readiness.learning import (
     retry_gaps,
     timer_noise,
 )
-from readiness.verdict import interval_check
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 Wait = Callable[[int, np.random.Generator], float]

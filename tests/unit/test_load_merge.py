@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from readiness.k6run import EXTERNAL_ABORT, K6Result
-from readiness.latency_stats import percentile_summary
-from readiness.load_segments import (
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import load_params
+from readiness.phases.load.segments import (
     POINTS,
     RUN_META,
     SUMMARY,
@@ -22,8 +22,8 @@ from readiness.load_segments import (
     record_results,
     segment_args,
 )
-from readiness.params import load_params
-from readiness.runfolder import RunFolder
+from readiness.probe.k6run import EXTERNAL_ABORT, K6Result
+from readiness.stats.latency import percentile_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness.check import Status
-from readiness.load import stop_check
-from readiness.load_segments import telemetry_absence, watcher
-from readiness.params import parse_params
-from readiness.stop_conditions import ERROR_RATE, TELEMETRY, Rules, StopMonitor
-from readiness.telemetry import TelemetryAbsent, TelemetryUnavailable
+from readiness.core.check import Status
+from readiness.core.stop_conditions import ERROR_RATE, TELEMETRY, Rules, StopMonitor
+from readiness.params.model import parse_params
+from readiness.phases.load.baseline import stop_check
+from readiness.phases.load.segments import telemetry_absence, watcher
+from readiness.probe.telemetry_store import TelemetryAbsent, TelemetryUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0

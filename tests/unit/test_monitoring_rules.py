@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from readiness.monitoring_rules import detected, evaluate, matches, replay_rules, split_alerts
-from readiness.params import load_params
-from readiness.params_ops import AlertRule, Monitoring
+from readiness.params.model import load_params
+from readiness.params.ops import AlertRule, Monitoring
+from readiness.phases.security_ops.monitoring_rules import detected, evaluate, matches, replay_rules, split_alerts
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from readiness.params import PHASES
+from readiness.params.model import PHASES
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 

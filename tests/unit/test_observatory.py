@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readiness.observatory import grade, grade_for_score, parse_csp
+from readiness.phasekit.observatory import grade, grade_for_score, parse_csp
 
 STRONG = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; form-action 'self'",

@@ -1,4 +1,4 @@
-"""readiness.oidc: every broken id token, redirect URI and cookie yields its exact finding."""
+"""readiness.probe.oidc: every broken id token, redirect URI and cookie yields its exact finding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
-from readiness.oidc import (
+from readiness.probe.oidc import (
     Finding,
     check_jwks,
     check_redirect_uri,

@@ -29,7 +29,7 @@ def test_environment_yml_mirrors_pyproject() -> None:
 def test_two_packages_and_console_script() -> None:
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert cfg["tool"]["setuptools"]["package-dir"] == {"readiness": "lib/readiness", "sandbox": "sandbox"}
-    assert cfg["project"]["scripts"]["readiness"] == "readiness.cli:main"
+    assert cfg["project"]["scripts"]["readiness"] == "readiness.run.cli:main"
     assert any(d.startswith("k6") for d in cfg["project"]["dependencies"])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from readiness.params import ParamsError, interpolate, load_params, parse_params
+from readiness.params.model import ParamsError, interpolate, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from readiness.params import load_params
+from readiness.params.model import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from readiness import payments
-from readiness.params import CAPABILITIES, Params, ParamsError, load_params, parse_params
-from readiness.params_sections import ISO_4217_CODES
+from readiness.params.model import CAPABILITIES, Params, ParamsError, load_params, parse_params
+from readiness.params.sections import ISO_4217_CODES
+from readiness.probe import payments
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"
@@ -67,7 +67,7 @@ def test_capabilities_must_be_a_list(params_errors: Errors) -> None:
 
 
 def test_the_phase_registry_knows_the_same_capabilities() -> None:
-    registry = pytest.importorskip("readiness.registry")
+    registry = pytest.importorskip("readiness.params.registry")
     assert set(registry.CAPABILITIES) == set(CAPABILITIES)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness.params import ParamsError, load_params, parse_params
+from readiness.params.model import ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Params of Phase 5 (activation, growth): sandbox values, bounded fields, exact messages."""
+"""Params of Phase 07 (activation, growth): sandbox values, bounded fields, exact messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from readiness.params import load_params
+from readiness.params.model import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def test_sandbox_sections() -> None:
 
 
 def test_quantiles_are_sorted() -> None:
-    from readiness.params_growth import Activation
+    from readiness.params.growth import Activation
 
     assert Activation(quantiles=[0.9, 0.5]).quantiles == [0.5, 0.9]
 

@@ -1,4 +1,4 @@
-"""Params of Phase 3 hardening and the B2B funnel: bad values are errors naming the field."""
+"""Params of Phase 04 hardening and the B2B funnel: bad values are errors naming the field."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from readiness.hardening import plan, render
-from readiness.params import load_params, parse_params
+from readiness.params.model import load_params, parse_params
+from readiness.phases.funnels.hardening import plan, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness.cli import main
-from readiness.params import BUNDLED_RUBRIC, SANDBOX_SCAN_PATHS, ParamsError, load_params, parse_params
-from readiness.rubric import load_rubric
+from readiness.params.model import BUNDLED_RUBRIC, SANDBOX_SCAN_PATHS, ParamsError, load_params, parse_params
+from readiness.run.cli import main
+from readiness.score.rubric import load_rubric
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from readiness.params import ParamsError, load_params, parse_params
-from readiness.params_contracts import TELEMETRY_CONTRACT_FIELDS, TELEMETRY_REQUIRED_EVENTS
+from readiness.params.contracts import TELEMETRY_CONTRACT_FIELDS, TELEMETRY_REQUIRED_EVENTS
+from readiness.params.model import ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX = ROOT / "params" / "sandbox.yaml"

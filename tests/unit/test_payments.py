@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from readiness import aio, payments
-from readiness.params import Params, load_params
-from readiness.params_sections import Approval
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
+from readiness.core import aio
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import Params, load_params
+from readiness.params.sections import Approval
+from readiness.phasekit.context import Phase
+from readiness.probe import payments
 from sandbox import launcher
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readiness import aio
-from readiness.client import ENV_TAGS, LOOPBACK_HOSTS, ClientLimits, GuardedClient, PolicyRefused, SyntheticPolicy
-from readiness.prober import (
+from readiness.core import aio
+from readiness.probe.client import ENV_TAGS, LOOPBACK_HOSTS, ClientLimits, GuardedClient, PolicyRefused, SyntheticPolicy
+from readiness.probe.prober import (
     SAMPLE_COLUMNS,
     ProbeSettings,
     ProbeTarget,

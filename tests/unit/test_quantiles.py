@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from readiness.quantiles import (
+from readiness.stats.formatting import format_number
+from readiness.stats.quantiles import (
     QuantileInterval,
-    format_number,
     min_n_for_bound,
     order_statistic_ranks,
     quantile_interval,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from readiness import gates, params, registry
-from readiness.registry import CAPABILITIES, PARTS, PHASES, not_applicable_reason, phase_spec
+from readiness.params import model as params
+from readiness.params import registry
+from readiness.params.registry import CAPABILITIES, PARTS, PHASES, not_applicable_reason, phase_spec
+from readiness.run import gates
 
 
 def test_phases_are_numbered_in_run_order_and_params_uses_the_same_tuple() -> None:
@@ -70,8 +72,8 @@ def test_a_part_the_ecosystem_does_not_declare_is_recorded_skipped_and_not_calle
     import yaml
     from IPython.display import Markdown
 
-    from readiness.check import Status
-    from readiness.phase import open_phase, part
+    from readiness.core.check import Status
+    from readiness.phasekit.context import open_phase, part
 
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     data = yaml.safe_load((root / "params" / "staging.example.yaml").read_text())
@@ -102,3 +104,70 @@ def test_a_part_the_ecosystem_does_not_declare_is_recorded_skipped_and_not_calle
     skipped = recorded["04_funnels.hardening.applicable"]
     assert skipped.status is Status.SKIPPED and "idempotency_contract" in skipped.detail
     assert "04_funnels.b2b.applicable" not in recorded
+
+
+# -- the registry as the one place that names a phase ---------------------------------------
+def test_every_phase_has_its_notebook_and_its_package() -> None:
+    import importlib
+
+    from readiness.phasekit.context import project_root
+
+    for spec in registry.REGISTRY:
+        assert (project_root() / "notebooks" / spec.notebook).is_file(), spec.notebook
+        assert importlib.import_module(spec.module).__doc__, f"{spec.module} has no docstring"
+
+
+def test_claim_prefixes_are_prefixes_the_phase_records() -> None:
+    for spec in registry.REGISTRY:
+        assert spec.prefixes, f"{spec.name} declares no check-id prefix"
+        for claim, prefixes in spec.claims.items():
+            assert claim in registry.CLAIMS
+            assert set(prefixes) <= set(spec.prefixes), (spec.name, claim)
+
+
+def test_every_claim_is_evidenced_by_a_phase_or_the_runner() -> None:
+    for claim in registry.CLAIMS:
+        assert registry.claim_prefixes(claim), claim
+        assert registry.claim_phases(claim) or claim in registry.RUNNER_CLAIMS
+
+
+def test_the_attestation_and_the_closing_report_read_the_registry() -> None:
+    from readiness.phases.readiness_score import closing, closing_report
+    from readiness.score import attestation
+
+    assert [c.key for c in attestation.CLAIMS] == list(registry.CLAIMS)
+    live = next(c for c in attestation.CLAIMS if c.key == "live")
+    assert live.prefixes == ("inventory.", "smoke.") and live.phases == ("00_inventory", "01_smoke")
+    center = next(c for c in attestation.CLAIMS if c.key == "command_center")
+    assert center.phases == ("05_monetization", "06_telemetry_contract")
+    assert closing_report.E2E_PHASES == registry.phases_with("journey")
+    assert closing.A8_PHASES == registry.phases_with("command_center")
+    assert {e.phase for e in closing_report.ESCALATIONS} == {"03_baseline_load", "04_funnels", "05_monetization",
+                                                              "06_telemetry_contract"}
+
+
+def test_roles_are_known_and_the_single_ones_are_single() -> None:
+    for spec in registry.REGISTRY:
+        assert set(spec.roles) <= set(registry.ROLES), spec.name
+    for role in ("gate", "score", "latency_profile", "telemetry_contract", "security", "monitoring_rules"):
+        registry.phase_with(role)
+    with pytest.raises(LookupError, match="not one"):
+        registry.phase_with("journey")
+    with pytest.raises(KeyError, match="unknown role"):
+        registry.phases_with("nope")
+
+
+def test_phase_of_check_finds_the_recording_phase() -> None:
+    assert registry.phase_of_check("latency.A1.health.warm.p95") == "02_latency_profile"
+    assert registry.phase_of_check("hardening.A7.leads.replay") == "04_funnels"
+    assert registry.phase_of_check("gate.gate_1.approval") is None
+
+
+def test_telemetry_event_producers_must_be_registered_phases() -> None:
+    from pydantic import ValidationError
+
+    from readiness.params.contracts import TelemetryContract
+
+    with pytest.raises(ValidationError, match="unknown producer phase"):
+        TelemetryContract(producers={"checkout_completed": "05_payments"})
+    assert set(TelemetryContract().producers.values()) <= set(PHASES)

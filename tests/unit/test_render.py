@@ -13,7 +13,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from readiness.render import (
+from readiness.core.runfolder import RunFolder
+from readiness.report.render import (
     OfflineRenderError,
     network_references,
     render_index,
@@ -21,13 +22,12 @@ from readiness.render import (
     strip_xml_prolog,
     svg_is_inert,
 )
-from readiness.runfolder import RunFolder
 
 CODE_MARKER = "rendered_code_marker = 41 + 1"
 CHART_CELL = """\
 import math
 import pandas as pd
-from readiness.charts import enable_offline_rendering, latency_chart
+from readiness.report.charts import enable_offline_rendering, latency_chart
 enable_offline_rendering()
 latency_chart(pd.DataFrame({"label": ["A1 /health", "A2 /login"], "p95_ms": [41.0, 133.0],
     "ci_low_ms": [36.0, math.nan], "ci_high_ms": [47.0, math.nan], "threshold_ms": [120.0, 120.0],
@@ -262,7 +262,7 @@ def test_index_rejects_bad_input(tmp_path: Path, overrides: dict[str, Any], mess
 
 
 def test_report_cells_never_carry_a_live_tag_from_a_target() -> None:
-    from readiness.report import md_table
+    from readiness.report.markdown import md_table
 
     table = md_table(["evidence"], [('<script src="/x.js"></script> <img src=y> <!-- c --> <= 150 ms',),
                                     ("<https://git.example.test/pull/1> a|b",)])

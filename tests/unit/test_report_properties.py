@@ -5,7 +5,7 @@ timed out (+inf everywhere), values recorded as None, a single row, negative lat
 a clock that went backwards, absurdly large numbers. Hypothesis generates frames with the
 columns the phase modules pass (smoke/load: one row per endpoint from recorded checks;
 latency_report/load/telemetry_sampling: histogram bins and ECDF grids from
-``readiness.latency_stats``; ers: scored categories) and checks that every chart still
+``readiness.stats.latency``; ers: scored categories) and checks that every chart still
 serializes to strict JSON within the row bound and names what it could not draw, and that
 every report string is free of ``nan``. Rendering through vl-convert is slow, so it is done
 in the explicit examples at the end rather than for every generated case.
@@ -26,12 +26,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from readiness import charts
-from readiness.check import COMPARATORS, Check, Status
-from readiness.latency_stats import ecdf, histogram
-from readiness.quantiles import format_against, format_number, format_percent, format_ratio
-from readiness.report import checks_frame, checks_table, fmt_interval, fmt_num, md_table, status_line
-from readiness.runfolder import RunFolder
+from readiness.core.check import COMPARATORS, Check, Status
+from readiness.core.runfolder import RunFolder
+from readiness.report import charts
+from readiness.report.markdown import checks_frame, checks_table, fmt_interval, fmt_num, md_table, status_line
+from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
+from readiness.stats.latency import ecdf, histogram
 
 PROPERTY = settings(max_examples=40, deadline=None, database=None)
 SPECIAL = [0.0, -0.0, -1.0, 1e-9, 0.5, 120.0, 1e300, -1e300, math.inf, -math.inf, math.nan]
@@ -39,7 +39,7 @@ SPECIAL = [0.0, -0.0, -1.0, 1e-9, 0.5, 120.0, 1e300, -1e300, math.inf, -math.inf
 NUMBERS = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True), st.none())
 # Latencies as a timer records them (microsecond resolution, up to about eleven days), plus
 # the values that break charts: 0 (no log axis), +inf (no answer). Far larger or closer-packed
-# values make readiness.latency_stats.histogram itself refuse to bin (numpy: "Too many bins
+# values make readiness.stats.latency.histogram itself refuse to bin (numpy: "Too many bins
 # for data range"); histogram_chart is tested against those with NUMBERS below.
 LATENCIES = st.one_of(st.sampled_from([0.0, 0.001, 5.0, 119.9, 120.0, 1e9, math.inf]),
                       st.integers(0, 10**12).map(lambda us: us / 1000))

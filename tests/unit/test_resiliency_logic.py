@@ -13,12 +13,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from readiness.approvals import LOG, Decision
-from readiness.check import Status
-from readiness.faults import JOURNAL, FaultError, FaultJournal, FaultRefused, fault_injection, require_admin_headers
-from readiness.params import parse_params
-from readiness.params_sections import Approval
-from readiness.resiliency_metrics import (
+from readiness.core.approvals import LOG, Decision
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import parse_params
+from readiness.params.sections import Approval
+from readiness.phases.resiliency.faults import (
+    JOURNAL,
+    FaultError,
+    FaultJournal,
+    FaultRefused,
+    fault_injection,
+    require_admin_headers,
+)
+from readiness.phases.resiliency.metrics import (
     CHECK_IDS,
     CycleSpan,
     Transition,
@@ -33,8 +41,7 @@ from readiness.resiliency_metrics import (
     transitions_from,
     verdicts,
 )
-from readiness.runfolder import RunFolder
-from readiness.sandbox_control import ADMIN_TOKEN_ENV
+from readiness.probe.sandbox_control import ADMIN_TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -296,7 +303,7 @@ def test_exception_inside_the_scope_still_removes_and_verifies(tmp_path: Path, m
 def test_unverifiable_removal_is_escalated(tmp_path: Path, monkeypatch) -> None:
     import asyncio
 
-    import readiness.faults as faults
+    import readiness.phases.resiliency.faults as faults
 
     monkeypatch.setenv(ADMIN_TOKEN_ENV, "t")
     monkeypatch.setattr(faults, "ROLLBACK_DEADLINE_S", 0.3)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from readiness.check import Check, Status
-from readiness.rubric import LEVEL_NAMES, RubricError, load_rubric, parse_rubric, select, selector_matches
+from readiness.core.check import Check, Status
+from readiness.score.rubric import LEVEL_NAMES, RubricError, load_rubric, parse_rubric, select, selector_matches
 
 RUBRIC = Path(__file__).resolve().parents[2] / "params" / "rubric.yaml"
 EXPECTED_WEIGHTS = {

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from readiness.check import Check, CheckFileError, Status
-from readiness.params import load_params
-from readiness.runfolder import RunFolder, RunFolderError, latest_complete_run, run_status
+from readiness.core.check import Check, CheckFileError, Status
+from readiness.core.runfolder import RunFolder, RunFolderError, latest_complete_run, run_status
+from readiness.params.model import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params" / "sandbox.yaml"

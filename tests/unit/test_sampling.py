@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from readiness.verdict import wilson_interval
+from readiness.core.verdict import wilson_interval
 from sandbox.common.emitter import Emitter
 from sandbox.common.knobs import Faults, KnobError
 from sandbox.common.sampling import KNOB, SamplingPolicy, install

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from readiness.check import Check, CheckFileError, Status, load_checks
-from readiness.rubric import Rubric, load_rubric, parse_rubric
-from readiness.scoring import (
+from readiness.core.check import Check, CheckFileError, Status, load_checks
+from readiness.score.rubric import Rubric, load_rubric, parse_rubric
+from readiness.score.scoring import (
     final_grade,
     grade_for,
     heatmap_rows,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from readiness.check import Status
-from readiness.params import Params, load_params
-from readiness.params_sections import Security
-from readiness.phase import Phase
-from readiness.runfolder import RunFolder
-from readiness.secret_scan import CHECK_ID, collect_files, compile_excludes, secrets_check
-from readiness.secret_scan import scan_secrets as scan
+from readiness.core.check import Status
+from readiness.core.runfolder import RunFolder
+from readiness.params.model import Params, load_params
+from readiness.params.sections import Security
+from readiness.phasekit.context import Phase
+from readiness.phases.security_ops.secret_scan import CHECK_ID, collect_files, compile_excludes, secrets_check
+from readiness.phases.security_ops.secret_scan import scan_secrets as scan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +109,7 @@ def test_the_sandbox_scans_the_suites_own_sources_by_default(tmp_path: Path) -> 
     roots = phase.params.scan_roots(phase.params_file)
     assert roots == [(str(ROOT / "sandbox"), ROOT / "sandbox"), (str(ROOT / "lib"), ROOT / "lib")]
     files, missing = collect_files(phase.params_file.parent, roots, compile_excludes([r"__pycache__/"]))
-    assert not missing and any(shown.endswith("/lib/readiness/secret_scan.py") for _, shown in files)
+    assert not missing and any(shown.endswith("/lib/readiness/phases/security_ops/secret_scan.py") for _, shown in files)
 
 
 def test_no_files_is_inconclusive() -> None:

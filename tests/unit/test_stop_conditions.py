@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from readiness.stop_conditions import (
+from readiness.core.stop_conditions import (
     EMPTY_SLICE,
     ERROR_RATE,
     P95,

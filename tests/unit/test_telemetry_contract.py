@@ -8,11 +8,11 @@ from importlib import resources
 import pytest
 from jsonschema import Draft202012Validator
 
-from readiness.check import Status
-from readiness.params_contracts import TELEMETRY_CONTRACT_FIELDS
-from readiness.telemetry_contract import ContractValidator, contract_schema, load_schema
-from readiness.telemetry_sampling import _gate, _plan
-from readiness.verdict import rate_check, share_check
+from readiness.core.check import Status
+from readiness.core.verdict import rate_check, share_check
+from readiness.params.contracts import TELEMETRY_CONTRACT_FIELDS
+from readiness.phasekit.event_contract import ContractValidator, contract_schema, load_schema
+from readiness.phases.telemetry.sampling import _gate, _plan
 
 GOOD = {"event_type": "revenue_settled", "timestamp": "2024-05-01T12:00:00.000Z", "app_id": "A5",
         "route": "/api/webhooks/stripe", "status": 200, "p95_ms": None, "trace_id": "t-1",

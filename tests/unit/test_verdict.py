@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from readiness.check import Check, Status
-from readiness.verdict import (
+from readiness.core.check import Check, Status
+from readiness.core.verdict import (
     COMBINE_PRECEDENCE,
     combine,
     error_rate_check,
@@ -316,7 +316,7 @@ def test_combine_all_pass_and_empty() -> None:
 
 
 def test_response_check_fails_on_no_answer_with_the_error_class_as_evidence() -> None:
-    from readiness.verdict import response_check
+    from readiness.core.verdict import response_check
 
     refused = response_check(id="x.base", phase="p", title="t", status=None, error="connect_error",
                              error_detail="connection refused (nothing accepted the connection)")
@@ -331,7 +331,7 @@ def test_response_check_fails_on_no_answer_with_the_error_class_as_evidence() ->
 
 
 def test_response_check_fails_a_body_cut_short_after_the_status_line() -> None:
-    from readiness.verdict import response_check
+    from readiness.core.verdict import response_check
 
     cut = response_check(id="x", phase="p", title="t", status=200, error="protocol_error",
                          error_detail="peer closed connection without sending complete message body")

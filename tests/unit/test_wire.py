@@ -1,4 +1,4 @@
-"""Socket-level stamps (readiness.wire): what is stamped, when, and into whose marks."""
+"""Socket-level stamps (readiness.probe.wire): what is stamped, when, and into whose marks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import httpcore
 import httpx
 
-from readiness import aio
-from readiness.wire import WireMarks, _TimedStream, stamping, timed_transport
+from readiness.core import aio
+from readiness.probe.wire import WireMarks, _TimedStream, stamping, timed_transport
 
 
 class _FakeStream(httpcore.AsyncNetworkStream):

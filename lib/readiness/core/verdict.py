@@ -1,0 +1,405 @@
+"""The verdict rules: the one place where numbers become a :class:`Status`.
+
+Every phase hands its measurements to one of these functions and records the
+:class:`Check` it returns, so a rule (what counts as PASS for a success rate, for a
+latency percentile) is written once and reads the same in every report. The rules are
+built to avoid false positives: a PASS needs the *whole* confidence interval on the right
+side of the threshold, a FAIL needs the whole interval on the wrong side, and anything
+in between — including no data at all — is INCONCLUSIVE with the reason and, where it
+helps, the sample size that would decide it.
+
+- Rates use the Wilson score interval: unlike the normal approximation it stays inside
+  [0, 1] and keeps near-nominal coverage at 0/n and n/n, where readiness checks live.
+- Latency percentiles use the distribution-free order-statistic bounds of
+  :mod:`readiness.stats.quantiles`: one-sided bounds decide (an SLO is one-sided), the
+  two-sided interval is recorded for the reader.
+- Before/after comparisons of a percentile decide on the whole interval of
+  :func:`readiness.stats.latency.quantile_difference` (coverage >= c for any distribution),
+  by the rule of :mod:`readiness.core.comparison_rule`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from readiness.core.check import Check, Status
+from readiness.core.comparison_rule import compare
+from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
+from readiness.stats.latency import Samples
+from readiness.stats.quantiles import min_n_for_bound, quantile_interval, quantile_label
+from readiness.stats.rates import (
+    as_count,
+    as_counts,
+    as_unit,
+    min_n_for_error_rate,
+    min_n_for_rate,
+    min_n_for_share_width,
+    wilson_interval,
+)
+
+NO_DATA = "no data"
+
+
+def _join(computed: str, extra: str) -> str:
+    return f"{computed}; {extra}" if extra else computed
+
+
+def _fields(id: str, phase: str, title: str, app: str | None, window: str | None,
+            severity: str, tags: Iterable[str], evidence: Iterable[str]) -> dict[str, Any]:
+    """The identity and provenance every check carries, whatever its rule."""
+    return {"id": id, "phase": phase, "title": title, "app": app, "window": window,
+            "severity": severity, "tags": tuple(tags), "evidence": tuple(evidence)}
+
+
+def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold: float,
+                  threshold_name: str, higher_is_better: bool, confidence: float,
+                  fields: dict[str, Any], detail: str) -> Check:
+    """The Wilson rule shared by success rates (must reach a target) and error rates
+    (must stay below a maximum): the bound on the good side decides PASS, the bound on
+    the bad side decides FAIL, an interval across the threshold is INCONCLUSIVE."""
+    count, n = as_counts(count, n, count_name, where)
+    threshold = as_unit(threshold, threshold_name, where)
+    common = {**fields, "threshold": threshold, "comparator": ">=" if higher_is_better else "<",
+              "unit": "ratio", "n": n}
+    if n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **common)
+    low, high = wilson_interval(count, n, confidence)
+    conf, word, limit = format_percent(confidence), "target" if higher_is_better else "max", format_percent(threshold)
+
+    def bound(side: str, value: float, op: str) -> str:
+        return f"Wilson {conf} {side} bound {format_percent(value, threshold)} {op} {word} {limit}"
+
+    if higher_is_better:
+        passed, failed = low >= threshold, high < threshold
+        pass_text, fail_text = bound("lower", low, ">="), bound("upper", high, "<")
+    else:
+        passed, failed = high < threshold, low >= threshold
+        pass_text, fail_text = bound("upper", high, "<"), bound("lower", low, ">=")
+    record = f"({count}/{n})"
+    if passed:
+        status, text = Status.PASS, f"{pass_text} {record}"
+    elif failed:
+        status, text = Status.FAIL, f"{fail_text} {record}"
+    else:
+        status = Status.INCONCLUSIVE
+        interval = f"[{format_percent(low, threshold)}, {format_percent(high, threshold)}]"
+        text = f"Wilson {conf} interval {interval} straddles {word} {limit} {record}"
+        needed = (min_n_for_rate(threshold, confidence) if higher_is_better
+                  else min_n_for_error_rate(threshold, confidence))
+        if n < needed:
+            text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
+    return Check(status=status, observed=count / n, ci_low=low, ci_high=high,
+                 detail=_join(text, detail), **common)
+
+
+def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, target: float,
+               confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+               evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+               detail: str = "") -> Check:
+    """A success rate that must reach ``target``: PASS when the Wilson lower bound is
+    >= target, FAIL when the upper bound is < target, INCONCLUSIVE otherwise. When n is
+    too small for even a perfect record to pass, the detail states the n that would."""
+    return _wilson_check(where=f"rate_check {id}", count=successes, n=n, count_name="successes",
+                         threshold=target, threshold_name="target", higher_is_better=True,
+                         confidence=confidence, detail=detail,
+                         fields=_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: float, max_width: float,
+                confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+                detail: str = "") -> Check:
+    """A share that must *equal* ``rate`` (e.g. a 10% sampling policy): PASS when the Wilson
+    interval contains ``rate`` and is at most ``max_width`` wide, FAIL when it excludes
+    ``rate``, INCONCLUSIVE otherwise — a wide interval containing the rate proves nothing;
+    the detail then names about how many trials would decide."""
+    where = f"share_check {id}"
+    arrived, n = as_counts(arrived, n, "arrived", where)
+    rate, max_width = as_unit(rate, "rate", where), as_unit(max_width, "max_width", where)
+    fields = {**_fields(id, phase, title, app, window, severity, tags, evidence), "threshold": rate,
+              "comparator": "==", "unit": "ratio", "n": n}
+    if n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **fields)
+    low, high = wilson_interval(arrived, n, confidence)
+    shown = f"Wilson {format_percent(confidence)} interval [{format_percent(low)}, {format_percent(high)}]"
+    record = f"({arrived}/{n} arrived)"
+    if high < rate or low > rate:
+        status, text = Status.FAIL, f"{shown} excludes {format_percent(rate)} {record}"
+    elif high - low > max_width:
+        status = Status.INCONCLUSIVE
+        text = (f"{shown} contains {format_percent(rate)} but is {format_percent(high - low)} wide, more than "
+                f"{format_percent(max_width)}; about n ≥ {min_n_for_share_width(rate, max_width, confidence)} "
+                f"probes decide {record}")
+    else:
+        status, text = Status.PASS, f"{shown} contains {format_percent(rate)} {record}"
+    return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, detail=_join(text, detail),
+                 **fields)
+
+
+def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,
+                     confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                     evidence: Iterable[str] = (), severity: str = "P2",
+                     window: str | None = None, detail: str = "") -> Check:
+    """An error rate that must stay below ``max_rate``: PASS when the Wilson upper bound
+    is < max_rate, FAIL when the lower bound is >= max_rate, INCONCLUSIVE otherwise. When
+    n is too small for even zero errors to pass, the detail states the n that would."""
+    return _wilson_check(where=f"error_rate_check {id}", count=errors, n=n, count_name="errors",
+                         threshold=max_rate, threshold_name="max_rate", higher_is_better=False,
+                         confidence=confidence, detail=detail,
+                         fields=_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float] | np.ndarray,
+                  threshold_ms: float, q: float = 0.95, confidence: float = 0.95,
+                  app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
+                  severity: str = "P2", window: str | None = None, detail: str = "") -> Check:
+    """A latency percentile that must stay at or below ``threshold_ms``.
+
+    PASS when the one-sided upper confidence bound of the q-quantile is <= threshold,
+    FAIL when the one-sided lower bound is > threshold, INCONCLUSIVE otherwise. Where n
+    is too small for an upper bound to exist the check cannot PASS and says which n it
+    needs. ``ci_low``/``ci_high`` record the two-sided interval when it exists.
+    """
+    where = f"latency_check {id}"
+    if isinstance(threshold_ms, bool) or not isinstance(threshold_ms, Real) \
+            or not math.isfinite(threshold_ms):
+        raise ValueError(f"{where}: threshold_ms must be a finite number, got {threshold_ms!r}")
+    two = quantile_interval(samples_ms, q, confidence, "two")
+    common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
+              "threshold": float(threshold_ms), "comparator": "<=", "unit": "ms", "n": two.n}
+    plural = "" if two.dropped == 1 else "s"
+    dropped = f"; {two.dropped} NaN sample{plural} dropped" if two.dropped else ""
+    if two.n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA + dropped, detail), **common)
+    upper = quantile_interval(samples_ms, q, confidence, "upper").high
+    lower = quantile_interval(samples_ms, q, confidence, "lower").low
+    conf, thr = format_percent(confidence), f"{format_number(threshold_ms)} ms"
+    if upper is not None and upper <= threshold_ms:
+        status, text = Status.PASS, f"{conf} upper bound {format_against(upper, threshold_ms)} ms <= {thr}"
+    elif lower is not None and lower > threshold_ms:
+        status, text = Status.FAIL, f"{conf} lower bound {format_against(lower, threshold_ms)} ms > {thr}"
+    else:
+        status = Status.INCONCLUSIVE
+        upper_part = (f"{conf} upper bound needs n ≥ {min_n_for_bound(q, confidence, 'upper')}"
+                      if upper is None else f"{conf} upper bound {format_against(upper, threshold_ms)} ms > {thr}")
+        lower_part = (f"{conf} lower bound needs n ≥ {min_n_for_bound(q, confidence, 'lower')}"
+                      if lower is None else f"{conf} lower bound {format_against(lower, threshold_ms)} ms <= {thr}")
+        text = f"{upper_part}; {lower_part}"
+    text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
+    return Check(status=status, observed=two.estimate,
+                 ci_low=two.low if two.exists else None, ci_high=two.high if two.exists else None,
+                 detail=_join(text, detail), **common)
+
+
+def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
+                fields: dict[str, Any], detail: str, *, ratio: bool, limit: float,
+                endings: dict[Status, str], floor_ms: float = 0.0) -> Check:
+    """:func:`readiness.core.comparison_rule.compare` recorded as a check (unit ratio or ms)."""
+    c = compare(before_ms, after_ms, q, confidence, where=where, ratio=ratio, limit=limit, endings=endings,
+                floor_ms=floor_ms)
+    return Check(status=c.status, observed=c.observed, ci_low=c.low, ci_high=c.high, n=c.n_after,
+                 threshold=limit, comparator="<=" if ratio else "<", unit="ratio" if ratio else "ms",
+                 detail=_join(c.text, detail), **fields)
+
+
+def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
+                     max_increase_pct: float = 20.0, min_increase_ms: float = 0.0, confidence: float = 0.95,
+                     app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
+                     severity: str = "P1", window: str | None = None, detail: str = "") -> Check:
+    """The q-quantile may grow by at most ``max_increase_pct`` from before to after, judged
+    on the interval of the ratio after/before: FAIL when its lower bound exceeds 1 + pct/100
+    (a regression beyond the allowance, with confidence), PASS when its upper bound is
+    within it, INCONCLUSIVE otherwise, and with no baseline, no after data or runs too
+    small for an interval (the detail gives the n per run). ``n`` counts the after run.
+
+    ``min_increase_ms`` is the noise floor: a rise must also exceed it in ms (the lower
+    bound of after - before) to FAIL, and a rise whose upper bound is within it PASSes —
+    a 3 ms endpoint answering in 6 ms is +100% but no regression."""
+    where = f"regression_check {id}"
+    for name, value in (("max_increase_pct", max_increase_pct), ("min_increase_ms", min_increase_ms)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
+    limit = 1.0 + max_increase_pct / 100.0
+    rise, bar = f"+{format_number(float(max_increase_pct))}%", format_ratio(limit)
+    return _comparison(where, before_ms, after_ms, q, confidence,
+                       _fields(id, phase, title, app, window, severity, tags, evidence), detail,
+                       ratio=True, limit=limit,
+                       endings={Status.FAIL: f": lower bound > {bar}, a rise beyond {rise}",
+                                Status.PASS: f": upper bound <= {bar}, a rise of at most {rise}",
+                                Status.INCONCLUSIVE: f" straddles {bar} ({rise})"},
+                       floor_ms=float(min_increase_ms))
+
+
+def improvement_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
+                      confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                      evidence: Iterable[str] = (), severity: str = "P1", window: str | None = None,
+                      detail: str = "") -> Check:
+    """The after run must be faster at the q-quantile: PASS when the interval of
+    after - before (ms) lies entirely below 0, FAIL when entirely above 0, INCONCLUSIVE
+    when it includes 0, with no baseline, no after data or runs too small for an
+    interval (the detail gives the n per run). ``n`` counts the after run."""
+    return _comparison(f"improvement_check {id}", before_ms, after_ms, q, confidence,
+                       _fields(id, phase, title, app, window, severity, tags, evidence), detail,
+                       ratio=False, limit=0.0,
+                       endings={Status.PASS: " < 0: after is faster", Status.FAIL: " > 0: after is slower",
+                                Status.INCONCLUSIVE: " includes 0"})
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
+}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def value_check(*, id: str, phase: str, title: str, observed: float | str | bool | None,
+                expected: float | str | bool, comparator: str = "==", unit: str = "",
+                n: int = 1, app: str | None = None, tags: Iterable[str] = (),
+                evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
+                detail: str = "") -> Check:
+    """A deterministic fact (a status code, a header value, a flag): no interval, the
+    observation either meets ``comparator expected`` or not. ``==`` is exact, also for
+    floats. No observation (None or NaN) is INCONCLUSIVE with n=0."""
+    where = f"value_check {id}"
+    if comparator not in _COMPARE:
+        raise ValueError(f"{where}: comparator must be one of {tuple(_COMPARE)}, got {comparator!r}")
+    n = as_count(n, "n", where)
+    common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
+              "threshold": expected, "comparator": comparator, "unit": unit}
+    if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+        return Check(status=Status.INCONCLUSIVE, n=0, detail=_join(NO_DATA, detail), **common)
+    try:
+        ok = bool(_COMPARE[comparator](observed, expected))
+    except TypeError:
+        raise ValueError(f"{where}: cannot compare {observed!r} {comparator} {expected!r}") from None
+    suffix = f" {unit}" if unit else ""
+    verb = "meets" if ok else "does not meet"
+    text = f"observed {_show(observed)}{suffix} {verb} {comparator} {_show(expected)}{suffix}"
+    return Check(status=Status.PASS if ok else Status.FAIL, observed=observed, n=n,
+                 detail=_join(text, detail), **common)
+
+
+#: Failures without an HTTP answer. Each is an observation about the target, not missing
+#: data: nothing listening, a name that does not resolve, a TLS handshake that fails, a
+#: reset, a timeout — a user would see the same failure, so the check FAILs.
+NO_ANSWER = "no answer"
+
+
+def response_check(*, id: str, phase: str, title: str, status: int | None, error: str | None,
+                   error_detail: str | None = None, expected: int = 200, app: str | None = None,
+                   tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
+                   window: str | None = None, detail: str = "") -> Check:
+    """One request that must answer ``expected``: a wrong status FAILs, and so does no answer.
+
+    A refused connection, a DNS or TLS failure, a reset or a timeout is evidence that the
+    endpoint does not serve, so it is a FAIL whose observed value is the error class; so is
+    a response whose body was cut short after the status line (a reset mid-body). Only a
+    check that never sent anything has no data (use :func:`value_check` with None).
+    """
+    cut_short = status is not None and error is not None and error != "too_large"  # a body that did not arrive
+    if status is not None and not cut_short:
+        return value_check(id=id, phase=phase, title=title, observed=status, expected=expected, comparator="==",
+                           app=app, tags=tags, evidence=evidence, severity=severity, window=window, detail=detail)
+    cls = error or "unknown_error"
+    head = f"HTTP {status}, then the body was cut short: {cls}" if cut_short else f"{NO_ANSWER}: {cls}"
+    text = head + (f" ({error_detail})" if error_detail else "") + f"; expected HTTP {expected}"
+    return Check(status=Status.FAIL, observed=cls, n=1, threshold=expected, comparator="==",
+                 detail=_join(text, detail), **_fields(id, phase, title, app, window, severity, tags, evidence))
+
+
+#: How an all-of verdict is decided, strongest first. A FAIL is measured proof that the
+#: whole cannot pass, so it wins over everything. Next come the reasons the whole could
+#: not be judged, most urgent first: ERROR (the suite itself broke), STOPPED (a stop
+#: condition fired while it ran), BLOCKED (a gate or approval kept it from running).
+#: Otherwise any INCONCLUSIVE part — or a SKIPPED part next to parts that ran — leaves
+#: the whole INCONCLUSIVE: an all-of with a piece missing is unproven, not passed. Only
+#: when every part was SKIPPED is the whole SKIPPED, and only when every part passed
+#: is it PASS.
+COMBINE_PRECEDENCE: tuple[Status, ...] = (Status.FAIL, Status.ERROR, Status.STOPPED,
+                                          Status.BLOCKED, Status.INCONCLUSIVE)
+
+
+def _union(*groups: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for group in groups for item in group))
+
+
+def combine(id: str, phase: str, title: str, parts: Sequence[Check], *, app: str | None = None,
+            tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
+            window: str | None = None, detail: str = "") -> Check:
+    """All-of verdict over ``parts`` (e.g. liveness = agreement AND p95 AND error rate
+    AND success AND stable), decided by :data:`COMBINE_PRECEDENCE`.
+
+    The combined check records how many parts passed (``observed``) out of how many
+    (``threshold``, ``n``); its tags and evidence are the union of its own and the
+    parts'; its detail names every part that did not pass.
+    """
+    parts = list(parts)
+    statuses = {part.status for part in parts}
+    passed = sum(part.status is Status.PASS for part in parts)
+    decisive = [s for s in COMBINE_PRECEDENCE if s in statuses]
+    if decisive:
+        status = decisive[0]
+    elif statuses == {Status.PASS}:
+        status = Status.PASS
+    elif statuses == {Status.SKIPPED}:
+        status = Status.SKIPPED
+    else:  # no parts, or PASS mixed with SKIPPED
+        status = Status.INCONCLUSIVE
+    if not parts:
+        text = NO_DATA
+    elif status is Status.PASS:
+        text = f"all {len(parts)} parts PASS"
+    else:
+        failing = ", ".join(f"{p.id} ({p.status})" for p in parts if p.status is not Status.PASS)
+        text = f"{passed}/{len(parts)} parts PASS; not passing: {failing}"
+    return Check(id=id, phase=phase, title=title, status=status, app=app, observed=float(passed),
+                 threshold=float(len(parts)), comparator="==", unit="parts", n=len(parts),
+                 window=window, severity=severity,
+                 tags=_union(tags, *(p.tags for p in parts)),
+                 evidence=_union(evidence, *(p.evidence for p in parts)),
+                 detail=_join(text, detail))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its interval (e.g. a percentile bootstrap), the n behind it and the bar."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    threshold: float
+
+
+def interval_check(*, id: str, phase: str, title: str, estimate: Interval | None, unit: str,
+                   tags: Iterable[str], evidence: Iterable[str], severity: str = "P2", app: str | None = None,
+                   window: str | None = None, missing: str = "no data", detail: str = "") -> Check:
+    """Higher is better: PASS when the whole interval lies above ``estimate.threshold``, FAIL
+    when it lies entirely below, INCONCLUSIVE across it or without an estimate (``missing``)."""
+    common = dict(id=id, phase=phase, title=title, app=app, unit=unit, window=window, severity=severity,
+                  tags=tuple(tags), evidence=tuple(evidence), comparator=">")
+    if estimate is None:
+        return Check(status=Status.INCONCLUSIVE, n=0, detail="; ".join(x for x in (missing, detail) if x), **common)
+    e = estimate
+    shown = f"{e.value:.4g} {unit}, 95% interval [{e.ci_low:.4g}, {e.ci_high:.4g}]".replace(" ,", ",")
+    if e.ci_low > e.threshold:
+        status, text = Status.PASS, f"{shown} lies above {e.threshold:.4g}"
+    elif e.ci_high < e.threshold:
+        status, text = Status.FAIL, f"{shown} lies below {e.threshold:.4g}"
+    else:
+        status, text = Status.INCONCLUSIVE, f"{shown} straddles {e.threshold:.4g}"
+    return Check(status=status, observed=e.value, ci_low=e.ci_low, ci_high=e.ci_high, threshold=e.threshold,
+                 n=e.n, detail="; ".join(x for x in (text, detail) if x), **common)
