@@ -250,3 +250,9 @@ def test_oidc_client_secret_must_be_a_declared_secret_name(base: dict) -> None:
     data = copy.deepcopy(base)
     data["funnels"]["oidc_client_secret"] = "IDP_SECRET"
     assert errors_of(data) == ["funnels.oidc_client_secret: 'IDP_SECRET' is not in secrets.names"]
+
+
+def test_a_telemetry_producer_must_be_a_registered_phase(base: dict) -> None:
+    base.setdefault("telemetry_contract", {})["producers"] = {"checkout_completed": "05_payments"}
+    assert any("telemetry_contract.producers.checkout_completed: unknown phase '05_payments'" in e
+               for e in errors_of(base)), errors_of(base)

@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from readiness.params.registry import PHASES
 from readiness.params.sections import Currency, StrictModel, UrlPath
 
 TELEMETRY_REQUIRED_EVENTS = (
@@ -98,14 +97,6 @@ class TelemetryContract(StrictModel):
     @classmethod
     def _finance(cls, v: list[str]) -> list[str]:
         return _event_names(v)
-
-    @field_validator("producers")
-    @classmethod
-    def _producers(cls, v: dict[str, str]) -> dict[str, str]:
-        unknown = sorted({phase for phase in v.values() if phase not in PHASES})
-        if unknown:
-            raise ValueError(f"unknown producer phase(s) {', '.join(unknown)}; known: {', '.join(PHASES)}")
-        return v
 
     @field_validator("high_volume_events")
     @classmethod
