@@ -51,50 +51,54 @@ from readiness.core.verdict import (
 from readiness.params.model import Params, ParamsError, load_params
 from readiness.stats.quantiles import min_n_for_bound, quantile_interval
 
-#: Short module names (what the notebooks and analyst code import) → their module.
-MODULES = MappingProxyType({
-    # phases, by notebook
-    "inventory": "readiness.phases.inventory.inventory",
-    "smoke": "readiness.phases.smoke.smoke",
-    "latency": "readiness.phases.latency.profile",
-    "latency_report": "readiness.phases.latency.report",
-    "load": "readiness.phases.load.baseline",
-    "load_segments": "readiness.phases.load.segments",
-    "b2c": "readiness.phases.funnels.b2c",
-    "b2b": "readiness.phases.funnels.b2b",
-    "hardening": "readiness.phases.funnels.hardening",
-    "monetization": "readiness.phases.monetization.checkout",
-    "revenue_lineage": "readiness.phases.monetization.revenue_lineage",
-    "command_center": "readiness.phasekit.command_center",
-    "telemetry_contract": "readiness.phases.telemetry.contract",
-    "telemetry_sampling": "readiness.phases.telemetry.sampling",
-    "activation": "readiness.phases.activation.activation",
-    "growth_hygiene": "readiness.phases.activation.growth_hygiene",
-    "signup_journey": "readiness.phasekit.signup_journey",
-    "learning": "readiness.phases.learning.error_correction",
-    "cta_learning": "readiness.phases.learning.cta_bandit",
-    "cta_policy": "readiness.phases.learning.cta_policy",
-    "resiliency": "readiness.phases.resiliency.resiliency",
-    "resiliency_metrics": "readiness.phases.resiliency.metrics",
-    "faults": "readiness.phases.resiliency.faults",
-    "cleanup": "readiness.phases.security_ops.cleanup",
-    "cost": "readiness.phases.security_ops.cost",
-    "monitoring_rules": "readiness.phases.security_ops.monitoring_rules",
-    "ports": "readiness.phases.security_ops.ports",
-    "secret_scan": "readiness.phases.security_ops.secret_scan",
-    "web_security": "readiness.phases.security_ops.web_security",
-    "closing": "readiness.phases.readiness_score.closing",
-    "ers": "readiness.phases.readiness_score.ers",
-    # the layers below, for analysts
-    "latency_stats": "readiness.stats.latency",
-    "quantiles": "readiness.stats.quantiles",
-    "bandit": "readiness.stats.bandit",
-    "history": "readiness.core.history",
-    "charts": "readiness.report.charts",
-    "rubric": "readiness.score.rubric",
-    "attestation": "readiness.score.attestation",
-    "gates": "readiness.run.gates",
-})
+#: Modules the notebooks and analyst code import by their own short name (the last part of the path).
+_BY_LEAF = (
+    "phases.inventory.inventory",
+    "phases.smoke.smoke",
+    "phases.funnels.b2c",
+    "phases.funnels.b2b",
+    "phases.funnels.hardening",
+    "phases.monetization.revenue_lineage",
+    "phasekit.command_center",
+    "phases.activation.activation",
+    "phases.activation.growth_hygiene",
+    "phasekit.signup_journey",
+    "phases.learning.cta_policy",
+    "phases.resiliency.resiliency",
+    "phases.resiliency.faults",
+    "phases.security_ops.cleanup",
+    "phases.security_ops.cost",
+    "phases.security_ops.monitoring_rules",
+    "phases.security_ops.ports",
+    "phases.security_ops.secret_scan",
+    "phases.security_ops.web_security",
+    "phases.readiness_score.closing",
+    "phases.readiness_score.ers",
+    "stats.quantiles",
+    "stats.bandit",
+    "core.history",
+    "report.charts",
+    "score.rubric",
+    "score.attestation",
+    "run.gates",
+)
+#: Short names that differ from the module's own name in the layered tree.
+_RENAMED = (
+    ("latency", "phases.latency.profile"),
+    ("latency_report", "phases.latency.report"),
+    ("load", "phases.load.baseline"),
+    ("load_segments", "phases.load.segments"),
+    ("monetization", "phases.monetization.checkout"),
+    ("telemetry_contract", "phases.telemetry.contract"),
+    ("telemetry_sampling", "phases.telemetry.sampling"),
+    ("learning", "phases.learning.error_correction"),
+    ("cta_learning", "phases.learning.cta_bandit"),
+    ("resiliency_metrics", "phases.resiliency.metrics"),
+    ("latency_stats", "stats.latency"),
+)
+#: Short module name (``from readiness import latency``) → its module in the layered tree.
+MODULES = MappingProxyType({**{path.rsplit(".", 1)[1]: f"readiness.{path}" for path in _BY_LEAF},
+                              **{short: f"readiness.{path}" for short, path in _RENAMED}})
 
 #: Names that load on first use, keeping ``import readiness`` fast, and where they live.
 _LAZY = MappingProxyType({

@@ -112,6 +112,19 @@ def test_the_sandbox_scans_the_suites_own_sources_by_default(tmp_path: Path) -> 
     assert not missing and any(shown.endswith("/lib/readiness/phases/security_ops/secret_scan.py") for _, shown in files)
 
 
+
+def test_the_suites_own_sources_give_its_secret_scan_no_finding() -> None:
+    """The sandbox run scans lib/ and sandbox/; a name like ``"secret_scan": "…"`` in a mapping
+    reads as a keyword secret to detect-secrets, and the run's security check would FAIL."""
+    from readiness.phases.security_ops.secret_scan import scan_files
+
+    params_file = ROOT / "params" / "sandbox.yaml"
+    params = load_params(params_file)
+    files, missing = collect_files(params_file.parent, params.scan_roots(params_file),
+                                   compile_excludes(params.security.scan_exclude))
+    assert not missing and files
+    assert scan_files(files) == []
+
 def test_no_files_is_inconclusive() -> None:
     check = secrets_check("10_security_ops", [], 0, [])
     assert check.status is Status.INCONCLUSIVE and check.n == 0
