@@ -27,8 +27,15 @@ def test_environment_yml_mirrors_pyproject() -> None:
 
 
 def test_two_packages_and_console_script() -> None:
+    from setuptools import find_packages
+
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert cfg["tool"]["setuptools"]["package-dir"] == {"readiness": "lib/readiness", "sandbox": "sandbox"}
+    find = cfg["tool"]["setuptools"]["packages"]["find"]
+    assert find["where"] == ["lib", "."] and find["include"] == ["readiness", "readiness.*", "sandbox", "sandbox.*"]
+    found = set(find_packages(str(ROOT / "lib"), include=find["include"]))
+    # every layer and every phase package ships, found without listing them one by one
+    assert {"readiness.run", "readiness.phases.smoke", "readiness.phasekit", "readiness.params"} <= found
+    assert all(name.startswith("readiness") for name in found)
     assert cfg["project"]["scripts"]["readiness"] == "readiness.run.cli:main"
     assert any(d.startswith("k6") for d in cfg["project"]["dependencies"])
 
