@@ -57,7 +57,7 @@ def test_defaults_are_the_spec_contract(base: dict) -> None:
     ({"sampling_success_rate": 0}, "telemetry_contract.sampling_success_rate: Input should be greater than 0"),
     ({"sampling_success_rate": 1.5},
      "telemetry_contract.sampling_success_rate: Input should be less than or equal to 1"),
-    ({"sampling_max_interval_width": 1}, "telemetry_contract.sampling_max_interval_width: Input should be less than 1"),
+    ({"sampling_share_margin": 1}, "telemetry_contract.sampling_share_margin: Input should be less than 1"),
     ({"sampling_probe_events": 0},
      "telemetry_contract.sampling_probe_events: Input should be greater than or equal to 1"),
     ({"error_probe_events": "many"},

@@ -206,7 +206,10 @@ def test_natural_failures_outside_the_faults_consume_the_error_budget() -> None:
                  + steady_requests(17.1, 45, fail_every=5))
     checks = run_verdicts(f, CYCLE, results([WINDOW]))
     assert checks["resiliency.error_budget"].status is Status.FAIL
-    assert checks["resiliency.auto_heal"].status is Status.PASS  # the steady level is the 80% it had before
+    # success after recovery is the 80% it was before: never a FAIL of auto-heal, but at these
+    # few hundred requests an 80% rate cannot be shown to be within 5 points of another
+    heal = checks["resiliency.auto_heal"]
+    assert heal.status is Status.INCONCLUSIVE and "resiliency.auto_heal.level (INCONCLUSIVE)" in heal.detail
 
 
 def test_an_unverified_removal_fails_the_rollback_check() -> None:

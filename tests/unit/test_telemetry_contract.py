@@ -106,27 +106,31 @@ def test_not_an_object(validator: ContractValidator) -> None:
 
 
 # -- the sampling rule --------------------------------------------------------------
-def _share(arrived: int, n: int, width: float = 0.08):
+def _share(arrived: int, n: int, margin: float = 0.05):
     return share_check(id="t.share", phase="06_telemetry_contract", title="share", arrived=arrived, n=n, rate=0.10,
-                       max_width=width)
+                       margin=margin)
 
 
-def test_share_passes_when_a_narrow_interval_contains_the_rate() -> None:
+def test_share_passes_when_the_interval_lies_inside_the_band() -> None:
     c = _share(40, 400)
-    assert c.status is Status.PASS and c.ci_low < 0.10 < c.ci_high and c.observed == 0.10
-    assert c.detail == "Wilson 95% interval [7.43%, 13.33%] contains 10% (40/400 arrived)"
+    assert c.status is Status.PASS and 0.05 <= c.ci_low < 0.10 < c.ci_high <= 0.15 and c.observed == 0.10
+    assert c.detail == ("Wilson 90% interval [7.8%, 12.74%] inside 10% ± 5% [5%, 15%] "
+                        "(40/400 arrived; equivalence test, one-sided α 5% each side)")
 
 
-def test_share_fails_when_the_interval_excludes_the_rate() -> None:
+def test_share_fails_only_when_the_interval_lies_outside_the_band() -> None:
     assert _share(400, 400).status is Status.FAIL  # sampling gone: everything shipped
     low = _share(10, 400)
-    assert low.status is Status.FAIL and low.detail.startswith("Wilson 95% interval [1.36%, 4.54%] excludes 10%")
+    assert low.status is Status.FAIL and low.detail.startswith("Wilson 90% interval [1.5%, 4.14%] outside 10% ± 5%")
+    # 12.5% is off target, but not shown to be off by more than the margin: no FAIL
+    assert _share(50, 400).status is Status.INCONCLUSIVE
 
 
 def test_share_is_inconclusive_when_too_few_probes_to_tell() -> None:
     c = _share(4, 40)
     assert c.status is Status.INCONCLUSIVE
-    assert "but is 19.09% wide, more than 8%; about n ≥ 217 probes decide (4/40 arrived)" in c.detail
+    assert c.detail.endswith("(4/40 arrived; equivalence test, one-sided α 5% each side); about n ≥ 390 decide a "
+                             "share on target with 90% power")
     assert _share(0, 0).status is Status.INCONCLUSIVE
 
 

@@ -40,7 +40,8 @@ from readiness.stats.rates import (
     as_unit,
     min_n_for_error_rate,
     min_n_for_rate,
-    min_n_for_share_width,
+    min_n_for_share_margin,
+    newcombe_interval,
     wilson_interval,
 )
 
@@ -112,35 +113,90 @@ def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, targe
                          fields=_fields(id, phase, title, app, window, severity, tags, evidence))
 
 
-def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: float, max_width: float,
-                confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+#: The one-sided significance level of the equivalence and non-inferiority rules: each
+#: side of a decision is wrong at most 5% of the time at its boundary, so their intervals
+#: are two-sided 90%.
+EQUIVALENCE_ALPHA = 0.05
+
+
+def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: float, margin: float,
+                alpha: float = EQUIVALENCE_ALPHA, app: str | None = None, tags: Iterable[str] = (),
                 evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
                 detail: str = "") -> Check:
-    """A share that must *equal* ``rate`` (e.g. a 10% sampling policy): PASS when the Wilson
-    interval contains ``rate`` and is at most ``max_width`` wide, FAIL when it excludes
-    ``rate``, INCONCLUSIVE otherwise — a wide interval containing the rate proves nothing;
-    the detail then names about how many trials would decide."""
+    """A share that must *equal* ``rate`` within ``margin`` (a 10% sampling policy, a bandit
+    arm's allocation): an equivalence test (two one-sided tests, TOST).
+
+    PASS when the two-sided 1 − 2α Wilson interval lies inside ``rate ± margin`` (the share
+    is shown to be neither below nor above the band, each at one-sided level α). FAIL when
+    the interval lies wholly outside the band (a deviation larger than ``margin`` is shown).
+    INCONCLUSIVE otherwise, with about the n that would decide for a share on target.
+
+    A point null ("the interval contains ``rate``") would FAIL a correct system α of the
+    time and a deviation of no consequence almost always at large n; the band says what
+    deviation matters, and the rule can only FAIL when one is shown.
+    """
     where = f"share_check {id}"
     arrived, n = as_counts(arrived, n, "arrived", where)
-    rate, max_width = as_unit(rate, "rate", where), as_unit(max_width, "max_width", where)
+    rate, margin = as_unit(rate, "rate", where), as_unit(margin, "margin", where)
+    alpha = as_unit(alpha, "alpha", where)
+    band_low, band_high = max(0.0, rate - margin), min(1.0, rate + margin)
     fields = {**_fields(id, phase, title, app, window, severity, tags, evidence), "threshold": rate,
               "comparator": "==", "unit": "ratio", "n": n}
     if n == 0:
         return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **fields)
+    confidence = 1.0 - 2.0 * alpha
     low, high = wilson_interval(arrived, n, confidence)
-    shown = f"Wilson {format_percent(confidence)} interval [{format_percent(low)}, {format_percent(high)}]"
-    record = f"({arrived}/{n} arrived)"
-    if high < rate or low > rate:
-        status, text = Status.FAIL, f"{shown} excludes {format_percent(rate)} {record}"
-    elif high - low > max_width:
-        status = Status.INCONCLUSIVE
-        text = (f"{shown} contains {format_percent(rate)} but is {format_percent(high - low)} wide, more than "
-                f"{format_percent(max_width)}; about n ≥ {min_n_for_share_width(rate, max_width, confidence)} "
-                f"probes decide {record}")
+    band = f"{format_percent(rate)} ± {format_percent(margin)} [{format_percent(band_low)}, {format_percent(band_high)}]"
+    shown = (f"Wilson {format_percent(confidence)} interval [{format_percent(low, band_low)}, "
+             f"{format_percent(high, band_high)}]")
+    record = f"({arrived}/{n} arrived; equivalence test, one-sided α {format_percent(alpha)} each side)"
+    if band_low <= low and high <= band_high:
+        status, text = Status.PASS, f"{shown} inside {band} {record}"
+    elif high < band_low or low > band_high:
+        status, text = Status.FAIL, f"{shown} outside {band} {record}"
     else:
-        status, text = Status.PASS, f"{shown} contains {format_percent(rate)} {record}"
+        status = Status.INCONCLUSIVE
+        text = (f"{shown} not inside {band} {record}; about n ≥ {min_n_for_share_margin(rate, margin, alpha)} "
+                f"decide a share on target with 90% power")
     return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, detail=_join(text, detail),
                  **fields)
+
+
+def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: int, successes_before: int,
+                         n_before: int, margin: float, alpha: float = EQUIVALENCE_ALPHA, app: str | None = None,
+                         tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
+                         window: str | None = None, detail: str = "") -> Check:
+    """A success rate that must be no worse than an earlier one by more than ``margin``.
+
+    Two samples, compared on the difference of their rates (after − before) with Newcombe's
+    interval at two-sided 1 − 2α. PASS when the lower bound is above −``margin`` (not
+    worse by the margin, at one-sided level α); FAIL when the upper bound is below
+    −``margin`` (worse by more than the margin); INCONCLUSIVE otherwise. Either sample may
+    be 0/n or n/n; an empty sample is INCONCLUSIVE "no data", never an exception.
+    """
+    where = f"noninferiority_check {id}"
+    successes, n = as_counts(successes, n, "successes", where)
+    successes_before, n_before = as_counts(successes_before, n_before, "successes_before", where)
+    margin, alpha = as_unit(margin, "margin", where), as_unit(alpha, "alpha", where)
+    fields = {**_fields(id, phase, title, app, window, severity, tags, evidence), "threshold": -margin,
+              "comparator": ">", "unit": "ratio", "n": n}
+    if n == 0 or n_before == 0:
+        which = " and ".join(w for w, k in (("after", n), ("before", n_before)) if k == 0)
+        return Check(status=Status.INCONCLUSIVE, detail=_join(f"{NO_DATA} ({which})", detail), **fields)
+    confidence = 1.0 - 2.0 * alpha
+    low, high = newcombe_interval(successes, n, successes_before, n_before, confidence)
+    diff = successes / n - successes_before / n_before
+    shown = (f"after − before {format_percent(diff)}, Newcombe {format_percent(confidence)} interval "
+             f"[{format_percent(low, -margin)}, {format_percent(high, -margin)}]")
+    record = (f"({successes}/{n} after, {successes_before}/{n_before} before; non-inferiority, one-sided "
+              f"α {format_percent(alpha)})")
+    if low > -margin:
+        status, text = Status.PASS, f"{shown}: lower bound above -{format_percent(margin)} {record}"
+    elif high < -margin:
+        status, text = Status.FAIL, f"{shown}: upper bound below -{format_percent(margin)} {record}"
+    else:
+        status, text = Status.INCONCLUSIVE, f"{shown} straddles -{format_percent(margin)} {record}"
+    return Check(status=status, observed=diff, ci_low=low, ci_high=high, detail=_join(text, detail), **fields)
 
 
 def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,

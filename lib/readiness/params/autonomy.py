@@ -99,6 +99,9 @@ class Resiliency(StrictModel):
     # a shed answer skips the upstream, so it must come back well inside one upstream timeout
     # (it may include a retry wait when the breaker opened between two attempts)
     max_shed_p95_ms: float = Field(default=250, gt=0)
+    # auto-heal: success after recovery may be lower than before the faults by at most this
+    # much (a non-inferiority test of the two rates, one-sided α 5%)
+    auto_heal_margin: float = Field(default=0.05, gt=0, lt=1)
 
 
 class Reward(StrictModel):

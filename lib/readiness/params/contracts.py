@@ -56,9 +56,11 @@ class TelemetryContract(StrictModel):
     """The telemetry contract (docs/phases.md#06-telemetry-contract): which events must arrive with which fields, how they
     may be sampled at the source, and how many probes the sampling and dedupe checks send.
 
-    ``sampling_max_interval_width`` is what makes the sampling check non-vacuous: a Wilson
-    interval wider than it "contains" 10% whatever the policy does, so the check is then
-    INCONCLUSIVE and says how many probes it needs.
+    ``sampling_share_margin`` is the deviation from ``sampling_success_rate`` that matters:
+    the sampling check is an equivalence test that PASSes when the arrival share is shown
+    to lie within ``rate ± margin`` and FAILs only when it is shown to lie outside. With the
+    defaults (10% ± 5 points, 400 probes) a policy sampling exactly 10% passes about 90% of
+    the time; a leak (every success kept) or a broken sampler (none kept) FAILs.
     """
 
     required_events: list[str] = Field(default_factory=lambda: list(TELEMETRY_REQUIRED_EVENTS), min_length=1)
@@ -66,7 +68,7 @@ class TelemetryContract(StrictModel):
     finance_events: list[str] = Field(default_factory=lambda: ["checkout_completed", "revenue_settled"])
     high_volume_events: list[str] = Field(default_factory=lambda: ["cta_impression"], min_length=1)
     sampling_success_rate: float = Field(default=0.10, gt=0, le=1)
-    sampling_max_interval_width: float = Field(default=0.08, gt=0, lt=1)
+    sampling_share_margin: float = Field(default=0.05, gt=0, lt=1)
     sampling_probe_events: int = Field(default=400, ge=1, le=100_000)
     error_probe_events: int = Field(default=400, ge=1, le=100_000)
     burn_in_probe_events: int = Field(default=20, ge=0, le=10_000)

@@ -15,8 +15,8 @@ from typing import Any
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-__all__ = ["as_count", "as_counts", "as_unit", "min_n_for_error_rate", "min_n_for_rate", "min_n_for_share_width",
-           "wilson_interval"]
+__all__ = ["as_count", "as_counts", "as_unit", "min_n_for_error_rate", "min_n_for_rate", "min_n_for_share_margin",
+           "newcombe_interval", "wilson_interval"]
 
 
 def as_count(value: Any, name: str, where: str) -> int:
@@ -101,12 +101,40 @@ def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
                    lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
 
 
-def min_n_for_share_width(rate: float, max_width: float, confidence: float = 0.95) -> int:
-    """About how many trials make a Wilson interval around ``rate`` at most ``max_width`` wide.
+def min_n_for_share_margin(rate: float, margin: float, alpha: float = 0.05, power: float = 0.90) -> int:
+    """About how many trials let an equivalence test pass a share that is exactly ``rate``.
 
-    Normal approximation of the width, 2 z sqrt(p (1 - p) / n): a planning figure for a
-    report ("about n >= N decide"), not a bound the verdict relies on.
+    The test passes when the two-sided 1 − 2α interval lies inside ``rate ± margin``: the
+    observed share may stray from ``rate`` by margin − z(1−α)·se and no more. For that to
+    happen with probability ``power`` when the truth is ``rate``, the stray allowed must be
+    z(1 − (1 − power)/2)·se, so n = (z(1−α) + z(1−(1−power)/2))² · p(1−p) / margin² (normal
+    approximation). A planning figure for the report and the params, not a bound the
+    verdict relies on.
     """
-    rate = as_unit(rate, "rate", "min_n_for_share_width")
-    max_width = as_unit(max_width, "max_width", "min_n_for_share_width")
-    return math.ceil((2 * _z(confidence)) ** 2 * rate * (1 - rate) / max_width ** 2)
+    where = "min_n_for_share_margin"
+    rate, margin = as_unit(rate, "rate", where), as_unit(margin, "margin", where)
+    alpha, power = as_unit(alpha, "alpha", where), as_unit(power, "power", where)
+    z = float(norm.ppf(1.0 - alpha)) + float(norm.ppf(1.0 - (1.0 - power) / 2.0))
+    return math.ceil(z ** 2 * rate * (1 - rate) / margin ** 2)
+
+
+def newcombe_interval(x_after: int, n_after: int, x_before: int, n_before: int,
+                      confidence: float = 0.90) -> tuple[float, float]:
+    """Interval for the difference of two proportions, after − before (Newcombe's method 10).
+
+    Built from the two Wilson intervals, so it inherits their good behaviour at 0/n and n/n
+    (100/100 against 101/101 gives a narrow interval around 0, where the Wald interval
+    collapses to a point) and never needs a pooled variance. Both samples need n > 0.
+    """
+    where = "newcombe_interval"
+    x_after, n_after = as_counts(x_after, n_after, "x_after", where)
+    x_before, n_before = as_counts(x_before, n_before, "x_before", where)
+    if n_after == 0 or n_before == 0:
+        raise ValueError(f"{where}: both samples need trials (n_after={n_after}, n_before={n_before})")
+    p1, p2 = x_after / n_after, x_before / n_before
+    l1, u1 = wilson_interval(x_after, n_after, confidence)
+    l2, u2 = wilson_interval(x_before, n_before, confidence)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return max(-1.0, low), min(1.0, high)

@@ -50,7 +50,7 @@ OUTCOMES = {"cta_page_view": "page_view", "cta_lead": "lead", "cta_checkout": "c
             "cta_complaint": "complaint"}
 MIN_LOGGED_PER_ARM = 30  # below this an arm's IPS term rests on too few rows for a CLT interval
 PROPENSITY_TOLERANCE = 1e-6
-ALLOCATION_MAX_WIDTH = 0.1  # an observed share is "known" when its Wilson interval is at most 10 points wide
+ALLOCATION_MARGIN = 0.05  # an observed share matches the policy when shown to lie within ± 5 points of it
 SETTLE_POLL_S = 1.0
 SIMULATE_CHUNK = 20_000  # the simulator's bound per call
 MAX_EVENTS = 200_000

@@ -27,7 +27,7 @@ from readiness.core.check import Check, Status
 from readiness.core.verdict import combine, share_check, value_check
 from readiness.phasekit.context import Phase
 from readiness.phases.learning.cta_bandit import (
-    ALLOCATION_MAX_WIDTH,
+    ALLOCATION_MARGIN,
     CHANGE,
     CONFIG,
     LOGGED,
@@ -66,7 +66,7 @@ def _observe(phase: Phase, version: str, served: Mapping[str, float], record: di
     n = sum(sim["assigned"].values())
     parts = [share_check(id=f"learning.bandit.observed_allocation.{arm}", phase=phase.name, app=p.cta_app,
                          title=f"share of {arm}", arrived=int(sim["assigned"].get(arm, 0)), n=n, rate=share,
-                         max_width=ALLOCATION_MAX_WIDTH, tags=TAGS, evidence=(CHANGE,)) for arm, share in served.items()]
+                         margin=ALLOCATION_MARGIN, tags=TAGS, evidence=(CHANGE,)) for arm, share in served.items()]
     parts.append(value_check(id="learning.bandit.observed_allocation.version", phase=phase.name, app=p.cta_app,
                              title="visits served by the applied version", observed=sim.get("policy_version"),
                              expected=version, tags=TAGS, evidence=(CHANGE,)))

@@ -19,7 +19,14 @@ from typing import Any
 import pandas as pd
 
 from readiness.core.check import Check
-from readiness.core.verdict import combine, error_rate_check, latency_check, rate_check, value_check
+from readiness.core.verdict import (
+    combine,
+    error_rate_check,
+    latency_check,
+    noninferiority_check,
+    rate_check,
+    value_check,
+)
 from readiness.params.model import Params
 from readiness.probe.telemetry_store import parse_ts
 from readiness.stats.rates import wilson_interval
@@ -173,7 +180,6 @@ def verdicts(p: Params, phase: str, res: dict[str, Any], frame: pd.DataFrame, fi
     before = frame[frame.t < first]
     after = frame[frame.t >= (res["after_start"] or res["ended_at"])]
     aborted = f"; experiment aborted: {res['aborted']}" if res.get("aborted") else ""
-    low = wilson_interval(int((before.outcome == "ok").sum()), len(before), conf)[0] if len(before) else None
 
     def steady(cid: str, which: str, rows: pd.DataFrame, breaker: dict[str, Any], fault: dict[str, Any]) -> Check:
         parts = [value_check(id=f"{cid}.breaker", title="breaker closed", observed=breaker.get("state"),
@@ -237,11 +243,11 @@ def verdicts(p: Params, phase: str, res: dict[str, Any], frame: pd.DataFrame, fi
                     value_check(id="resiliency.auto_heal.closed", title="cycles closed again by the breaker itself",
                                 observed=None if tel_gap else recovered, expected=cycles, unit="cycles",
                                 n=cycles, **kw),
-                    (rate_check(id="resiliency.auto_heal.level", title="success after recovery vs steady level",
-                                successes=int((healed.outcome == "ok").sum()), n=len(healed), target=low,
-                                confidence=conf, **kw) if low is not None else
-                     value_check(id="resiliency.auto_heal.level", title="steady level", observed=None,
-                                 expected=0.0, **kw))],
+                    noninferiority_check(id="resiliency.auto_heal.level", title="success after recovery no "
+                                         f"worse than the steady level by more than {r.auto_heal_margin:.0%}",
+                                         successes=int((healed.outcome == "ok").sum()), n=len(healed),
+                                         successes_before=int((before.outcome == "ok").sum()),
+                                         n_before=len(before), margin=r.auto_heal_margin, **kw)],
                 app=r.app, severity="P1", detail=no_action),
         steady("resiliency.steady_state_after", "after", after, res["breaker_after"], res["faults_after"]),
         value_check(id="resiliency.rollback", title="Every injected fault removed, removal verified by read-back",

@@ -4,10 +4,10 @@ The sampling policy is judged from the outside, statistically: the suite drives
 ``sampling_probe_events`` high-volume success impressions and ``error_probe_events``
 error impressions through the probe app (A7) and counts what reaches the telemetry store.
 
-* Success share — the arrival share must be the configured rate (10%). PASS when the
-  Wilson interval of the share contains it *and* is at most ``sampling_max_interval_width``
-  wide (a wide interval contains 10% whatever the policy does: INCONCLUSIVE, with the n a
-  decision needs); FAIL when the interval excludes it (a leak to 100%, or a loss).
+* Success share — the arrival share must be the configured rate (10%) within
+  ``sampling_share_margin``: an equivalence test. PASS when the 90% Wilson interval lies
+  inside the band, FAIL when it lies wholly outside it (a leak to 100%, or a loss),
+  INCONCLUSIVE otherwise, with the n a decision needs.
 * Errors and finance — "100%" cannot be proven from a sample, so the rule is the one
   for acceptance: the Wilson lower bound of the arrival share must reach
   ``thresholds.telemetry_acceptance_min`` (99%). With 400 error probes a perfect record
@@ -236,7 +236,7 @@ def sampling(phase: Phase, lookback_s: float = 0.0) -> pd.DataFrame:
     share = share_check(id="telemetry.sampling.success_share",
                         title=f"{PROBE_EVENT} success events arrive at {c.sampling_success_rate:.0%}",
                         arrived=len(got), n=len(success), rate=c.sampling_success_rate,
-                        max_width=c.sampling_max_interval_width, confidence=t.confidence, severity="P2", **common)
+                        margin=c.sampling_share_margin, severity="P2", **common)
     wrong_rate = int((~np.isclose(got.sample_rate.astype(float), c.sampling_success_rate)).sum()) if len(got) else 0
     declared = value_check(id="telemetry.sampling.success_rate_declared",
                            title=f"sampled events declare sample_rate {c.sampling_success_rate:g}",
