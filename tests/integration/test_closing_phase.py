@@ -75,7 +75,7 @@ def record(run: RunFolder) -> None:
     latency = ("reports/comparison.csv",)
     run.record_checks("02_latency_profile", [
         chk("latency.A7.lead_capture.hot_path", "02_latency_profile", Status.FAIL, app="A7", observed=320.0,
-            ci_low=300.0, ci_high=350.0, threshold=150.0, comparator="<=", unit="ms", n=200, evidence=latency,
+            ci_low=300.0, ci_high=350.0, ci_level=0.95, threshold=150.0, comparator="<=", unit="ms", n=200, evidence=latency,
             tags=("performance",)),
         chk("latency.A7.lead_capture.a7_async_leads.improvement", "02_latency_profile", app="A7", observed=-310.0,
             ci_low=-340.0, ci_high=-290.0, threshold=0.0, comparator="<", unit="ms", n=200, evidence=latency)])

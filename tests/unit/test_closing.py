@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +60,7 @@ def readiness(*cats: CategoryScore, blockers: tuple[str, ...] = ()) -> Readiness
 
 
 HOT = chk("latency.A7.lead_capture.hot_path", "02_latency_profile", Status.FAIL, app="A7", observed=331.9,
-          ci_low=292.5, ci_high=369.7, threshold=150.0, comparator="<=", unit="ms", n=200,
+          ci_low=292.5, ci_high=369.7, ci_level=0.95, threshold=150.0, comparator="<=", unit="ms", n=200,
           evidence=("reports/comparison.csv", "evidence/latency_samples.parquet"))
 IMPROVED = chk("latency.A7.lead_capture.a7_async_leads.improvement", "02_latency_profile", app="A7",
                observed=-327.2, ci_low=-365.3, ci_high=-285.3, threshold=0.0, comparator="<", unit="ms", n=200,
@@ -254,3 +255,8 @@ def test_card_checks_need_the_posted_version_listed_and_shown() -> None:
     posted, shown = card_checks("11_readiness_score", "A8", cards, down, None, ())
     assert (posted.status, shown.status) == (Status.FAIL, Status.SKIPPED)
     assert posted.detail.endswith("s → connect_error; r → connect_error; GET /api/cards → 200")
+
+
+def test_an_interval_without_a_recorded_level_is_not_called_95() -> None:
+    bare = dataclasses.replace(HOT, ci_level=None)
+    assert delta_to_target(bare) == "delta to the target +181.9 ms, CI [+142.5, +219.7] ms"

@@ -93,3 +93,13 @@ def test_noninferiority_operating_characteristic() -> None:
     assert boundary[Status.PASS] <= ALPHA + TOLERANCE
     worse = noninferiority_oc(0.80, 0.995, 100, 100, 0.05)
     assert worse[Status.FAIL] >= 0.95
+
+
+def test_reports_mark_the_90_percent_interval_of_these_rules() -> None:
+    from readiness.report.markdown import INTERVAL_COLUMN, checks_table, fmt_interval
+
+    share = share_check(id="t.share", phase="p", title="t", arrived=40, n=400, rate=0.10, margin=0.05)
+    assert share.ci_level == pytest.approx(0.90)
+    assert fmt_interval(share) == "[7.8%, 12.7%] 90%"
+    table = checks_table([share])
+    assert INTERVAL_COLUMN in table and "90%" in table

@@ -103,7 +103,7 @@ def test_rate_check_carries_its_evidence() -> None:
     low, high = wilson_interval(199, 200)
     assert check == Check(
         id="smoke.A3.x", phase="smoke", title="t", status=Status.PASS, app="A3", observed=0.995,
-        ci_low=low, ci_high=high, threshold=0.95, comparator=">=", unit="ratio", n=200,
+        ci_low=low, ci_high=high, ci_level=0.95, threshold=0.95, comparator=">=", unit="ratio", n=200,
         window="2025-01-01T00:00Z/PT15M", severity="P1", tags=("reliability",),
         evidence=("evidence/A3_health.json",),
         detail="Wilson 95% lower bound 97.22% >= target 95% (199/200); probes via method A")

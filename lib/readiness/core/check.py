@@ -66,6 +66,9 @@ class Check:
     observed: float | str | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    #: Two-sided coverage of [ci_low, ci_high] (0.95, or 0.90 for a rule deciding at a
+    #: one-sided 5% on each side); None when the rule does not state it.
+    ci_level: float | None = None
     threshold: float | str | None = None
     comparator: str = ""
     unit: str = ""
@@ -104,7 +107,7 @@ class Check:
         data["status"] = self.status.value
         data["tags"] = list(self.tags)
         data["evidence"] = list(self.evidence)
-        for key in ("observed", "ci_low", "ci_high", "threshold"):
+        for key in ("observed", "ci_low", "ci_high", "ci_level", "threshold"):
             data[key] = _clean_number(data[key])
         return data
 

@@ -96,7 +96,7 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
                   else min_n_for_error_rate(threshold, confidence))
         if n < needed:
             text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
-    return Check(status=status, observed=count / n, ci_low=low, ci_high=high,
+    return Check(status=status, observed=count / n, ci_low=low, ci_high=high, ci_level=confidence,
                  detail=_join(text, detail), **common)
 
 
@@ -158,8 +158,8 @@ def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: 
         status = Status.INCONCLUSIVE
         text = (f"{shown} not inside {band} {record}; about n ≥ {min_n_for_share_margin(rate, margin, alpha)} "
                 f"decide a share on target with 90% power")
-    return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, detail=_join(text, detail),
-                 **fields)
+    return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, ci_level=confidence,
+                 detail=_join(text, detail), **fields)
 
 
 def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: int, successes_before: int,
@@ -196,7 +196,8 @@ def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: 
         status, text = Status.FAIL, f"{shown}: upper bound below -{format_percent(margin)} {record}"
     else:
         status, text = Status.INCONCLUSIVE, f"{shown} straddles -{format_percent(margin)} {record}"
-    return Check(status=status, observed=diff, ci_low=low, ci_high=high, detail=_join(text, detail), **fields)
+    return Check(status=status, observed=diff, ci_low=low, ci_high=high, ci_level=confidence,
+                 detail=_join(text, detail), **fields)
 
 
 def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,
@@ -251,7 +252,7 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
     text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
     return Check(status=status, observed=two.estimate,
                  ci_low=two.low if two.exists else None, ci_high=two.high if two.exists else None,
-                 detail=_join(text, detail), **common)
+                 ci_level=confidence if two.exists else None, detail=_join(text, detail), **common)
 
 
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,

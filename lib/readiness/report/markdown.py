@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from readiness.core.check import Check, summarize
+from readiness.stats.formatting import format_percent
 
 MISSING = "—"
 _RATIO_UNITS = ("ratio", "rate")
@@ -65,12 +66,28 @@ def fmt_num(value: float | str | None, unit: str = "", digits: int = 1) -> str:
     return f"{text} {unit}".strip()
 
 
+#: Most rules record a two-sided 95% interval; the column says so, and an interval of another
+#: level (the equivalence and non-inferiority rules' 90%) is marked where it is shown.
+DEFAULT_LEVEL = 0.95
+INTERVAL_COLUMN = "interval (95% unless marked)"
+
+
 def fmt_interval(check: Check) -> str:
     """``[low, high]`` with the check's unit; ``—`` when neither bound exists, and ``—``
-    for the one bound that does not (``[35.0 ms, —]``)."""
+    for the one bound that does not (``[35.0 ms, —]``). An interval whose recorded level
+    is not 95% carries it (``[7.8%, 12.74%] 90%``)."""
     if _is_missing(check.ci_low) and _is_missing(check.ci_high):
         return MISSING
-    return f"[{fmt_num(check.ci_low, check.unit)}, {fmt_num(check.ci_high, check.unit)}]"
+    text = f"[{fmt_num(check.ci_low, check.unit)}, {fmt_num(check.ci_high, check.unit)}]"
+    level = check.ci_level
+    if level is not None and not math.isclose(level, DEFAULT_LEVEL):
+        text += f" {format_percent(level)}"
+    return text
+
+
+def interval_name(check: Check) -> str:
+    """``95% CI``, ``90% CI``, or ``CI`` when the rule did not record its level."""
+    return f"{format_percent(check.ci_level)} CI" if check.ci_level is not None else "CI"
 
 
 def _fmt_threshold(check: Check) -> str:
@@ -122,15 +139,15 @@ def checks_table(checks: Sequence[Check]) -> str:
     """A markdown table of checks: the standard way to show verdicts in reports."""
     rows = [(c.id, f"**{c.status}**", fmt_num(c.observed, c.unit), fmt_interval(c), _fmt_threshold(c),
              _fmt_count(c.n), c.detail) for c in checks]
-    return md_table(["check", "status", "observed", "95% interval", "threshold", "n", "detail"], rows)
+    return md_table(["check", "status", "observed", INTERVAL_COLUMN, "threshold", "n", "detail"], rows)
 
 
 def checks_frame(checks: Sequence[Check]) -> pd.DataFrame:
-    """Checks as a display table: status, value with unit, 95% interval, threshold, n."""
+    """Checks as a display table: status, value with unit, interval, threshold, n."""
     rows = [{"check": c.id, "status": str(c.status), "observed": fmt_num(c.observed, c.unit),
-             "95% interval": fmt_interval(c), "threshold": _fmt_threshold(c), "n": _fmt_count(c.n),
+             INTERVAL_COLUMN: fmt_interval(c), "threshold": _fmt_threshold(c), "n": _fmt_count(c.n),
              "detail": c.detail} for c in checks]
-    return pd.DataFrame(rows, columns=["check", "status", "observed", "95% interval", "threshold", "n",
+    return pd.DataFrame(rows, columns=["check", "status", "observed", INTERVAL_COLUMN, "threshold", "n",
                                        "detail"]).set_index("check")
 
 

@@ -31,7 +31,7 @@ from readiness.core.verdict import combine
 from readiness.params.model import PHASES
 from readiness.params.registry import phase_of_check, phase_with, phases_with
 from readiness.phasekit.observatory import grade_for_score
-from readiness.report.markdown import fmt_interval, fmt_num, header, md_table, status_line
+from readiness.report.markdown import fmt_interval, fmt_num, header, interval_name, md_table, status_line
 from readiness.score.scoring import ReadinessScore
 
 LATENCY, SECURITY, TELEMETRY = (phase_with("latency_profile"), phase_with("security"),
@@ -193,17 +193,17 @@ def evidence_links(root: Path, paths: Sequence[str]) -> str:
 
 
 def verdict_text(c: Check) -> str:
-    interval = "" if c.ci_low is None and c.ci_high is None else f", 95% CI {fmt_interval(c)}"
+    interval = "" if c.ci_low is None and c.ci_high is None else f", {interval_name(c)} {fmt_interval(c)}"
     n = f"n={c.n}" if c.n is not None else "n not recorded"
     return f"**{c.status}** {fmt_num(c.observed, c.unit)}{interval} ({n})"
 
 
 def delta_to_target(hot: Check) -> str:
-    """P95 − target with its 95% interval (the P95 interval shifted by the constant target)."""
+    """P95 − target with its interval (the P95 interval shifted by the constant target)."""
     limit = hot.threshold
     if not isinstance(limit, int | float) or not isinstance(hot.observed, int | float):
         return "no delta: no P95 was measured"
-    ci = (f", 95% CI [{hot.ci_low - limit:+.1f}, {hot.ci_high - limit:+.1f}] {hot.unit}"
+    ci = (f", {interval_name(hot)} [{hot.ci_low - limit:+.1f}, {hot.ci_high - limit:+.1f}] {hot.unit}"
           if hot.ci_low is not None and hot.ci_high is not None else "")
     return f"delta to the target {hot.observed - limit:+.1f} {hot.unit}{ci}"
 
