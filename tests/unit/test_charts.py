@@ -134,7 +134,7 @@ def test_latency_chart_has_the_threshold_rule_and_error_bars_only_where_bounds_e
     assert [r["has_interval"] for r in rows] == [True, True, False]
     assert rows[2]["ci_low_ms"] is None  # NaN is not valid JSON
     assert spec["layer"][2]["encoding"]["color"]["scale"]["domain"] == ["PASS", "INCONCLUSIVE"]
-    assert spec["title"]["text"] == "P95 latency with 95% interval"
+    assert spec["title"]["text"] == "P95 latency with 90% interval"
     assert spec["layer"][2]["encoding"]["x"]["title"] == "latency (ms)"
 
 
@@ -240,7 +240,7 @@ def test_latency_chart_when_every_endpoint_went_unanswered_is_a_panel_naming_the
     """01_smoke / 03_baseline_load against a dead service: no finite P95 anywhere."""
     frame = _recorded_latency_frame(run, {"A1.get": [math.inf] * 40, "A2.get": [math.inf] * 12})
     assert frame["p95_ms"].isna().all()  # what used to raise "p95_ms missing for [...]"
-    chart = charts.latency_chart(frame, title="P95 under baseline load with 95% interval")
+    chart = charts.latency_chart(frame, title="P95 under baseline load with 90% interval")
     spec = chart.to_dict()
     texts = [r["text"] for r in _layer_rows(spec, spec["layer"][0])]
     assert texts == ["no finite P95 to chart: requests unanswered or failed",

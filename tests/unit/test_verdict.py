@@ -162,7 +162,7 @@ def test_error_rate_check_rejects_bad_input() -> None:
 
 # ---------------------------------------------------------------- latency_check
 
-SAMPLES = np.arange(1.0, 201.0)  # P95 estimate 190; one-sided bounds 185 / 196; two-sided 184..197
+SAMPLES = np.arange(1.0, 201.0)  # P95 estimate 190; one-sided 95% bounds 185 / 196 = the two-sided 90%
 
 
 @pytest.mark.parametrize(("threshold", "status", "detail"), [
@@ -176,7 +176,9 @@ SAMPLES = np.arange(1.0, 201.0)  # P95 estimate 190; one-sided bounds 185 / 196;
 def test_latency_check_branches(threshold: float, status: Status, detail: str) -> None:
     check = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=threshold, window="w")
     assert (check.status, check.detail) == (status, detail)
-    assert (check.observed, check.ci_low, check.ci_high) == (190.0, 184.0, 197.0)
+    # the recorded interval's ends are the bounds the decision used (a two-sided 95% interval,
+    # 184..197, would show a PASS at 196 ms with ci_high above its threshold)
+    assert (check.observed, check.ci_low, check.ci_high, check.ci_level) == (190.0, 185.0, 196.0, 0.9)
     assert (check.threshold, check.comparator, check.unit, check.n, check.window) == (
         threshold, "<=", "ms", 200, "w")
 
@@ -339,3 +341,18 @@ def test_response_check_fails_a_body_cut_short_after_the_status_line() -> None:
     assert cut.detail.startswith("HTTP 200, then the body was cut short: protocol_error (peer closed")
     capped = response_check(id="x", phase="p", title="t", status=200, error="too_large")
     assert capped.status is Status.PASS  # an answer larger than the cap is still an answer
+
+
+def test_a_latency_verdict_never_contradicts_the_interval_it_records() -> None:
+    """PASS ⇒ ci_high ≤ threshold and FAIL ⇒ ci_low > threshold, whenever an interval is recorded."""
+    rng = np.random.default_rng(20261207)
+    for _ in range(300):
+        n = int(rng.integers(1, 400))
+        x = rng.lognormal(rng.uniform(0, 4), rng.uniform(0.1, 1.5), n)
+        q = float(rng.choice([0.5, 0.9, 0.95, 0.99]))
+        threshold = float(np.quantile(x, q) * rng.uniform(0.7, 1.3))
+        c = latency_check(id="t", phase="p", title="t", samples_ms=x, threshold_ms=threshold, q=q)
+        if c.status is Status.PASS and c.ci_high is not None:
+            assert c.ci_high <= threshold
+        if c.status is Status.FAIL and c.ci_low is not None:
+            assert c.ci_low > threshold

@@ -222,7 +222,8 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
     PASS when the one-sided upper confidence bound of the q-quantile is <= threshold,
     FAIL when the one-sided lower bound is > threshold, INCONCLUSIVE otherwise. Where n
     is too small for an upper bound to exist the check cannot PASS and says which n it
-    needs. ``ci_low``/``ci_high`` record the two-sided interval when it exists.
+    needs. ``ci_low``/``ci_high`` record the two-sided 1 − 2α interval (90% for the default
+    one-sided 95%) when it exists: its ends are the bounds the decision used.
     """
     where = f"latency_check {id}"
     if isinstance(threshold_ms, bool) or not isinstance(threshold_ms, Real) \
@@ -250,9 +251,14 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
                       if lower is None else f"{conf} lower bound {format_against(lower, threshold_ms)} ms <= {thr}")
         text = f"{upper_part}; {lower_part}"
     text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
+    # The recorded interval is the two-sided one whose ends are the one-sided bounds the
+    # decision used (1 − 2α: 90% for one-sided 95%), so a PASS never shows ci_high above its
+    # threshold and a FAIL never shows ci_low at or below it.
+    level = round(1.0 - 2.0 * (1.0 - confidence), 12)
+    shown = quantile_interval(samples_ms, q, level, "two")
     return Check(status=status, observed=two.estimate,
-                 ci_low=two.low if two.exists else None, ci_high=two.high if two.exists else None,
-                 ci_level=confidence if two.exists else None, detail=_join(text, detail), **common)
+                 ci_low=shown.low if shown.exists else None, ci_high=shown.high if shown.exists else None,
+                 ci_level=level if shown.exists else None, detail=_join(text, detail), **common)
 
 
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,

@@ -55,7 +55,9 @@ MAX_NAMED = 12
 #: Characters per subtitle line: Vega does not wrap text, and an SVG has no tooltip to
 #: hold what overflows.
 LINE_CHARS = 96
-_INTERVAL = "95% interval"
+#: Latency checks record the two-sided 90% interval: its ends are the one-sided 95% bounds they
+#: decide with.
+_INTERVAL = "90% interval"
 _NO_INTERVAL = "no interval (n too small)"
 _OPEN_INTERVAL = "open above (unanswered)"
 _CHART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
@@ -236,8 +238,8 @@ def _status_scale(present: Iterable[str]) -> alt.Scale:
     return alt.Scale(domain=domain, range=[STATUS_COLOURS.get(s, "#000000") for s in domain])
 
 
-def latency_chart(df: pd.DataFrame, *, title: str = "P95 latency with 95% interval") -> alt.LayerChart:
-    """One row per app or endpoint: the P95 estimate, its 95% interval and the threshold.
+def latency_chart(df: pd.DataFrame, *, title: str = "P95 latency with 90% interval") -> alt.LayerChart:
+    """One row per app or endpoint: the P95 estimate, its 90% interval and the threshold.
 
     A row whose interval does not exist (too few samples for an order-statistic bound)
     is drawn as a faded diamond with "no interval" in its label, so nobody reads a bare

@@ -226,7 +226,7 @@ def p95_chart(phase: Phase) -> alt.LayerChart | Markdown:
     frame = pd.DataFrame([{"label": c.id.removeprefix("load.baseline.").removesuffix(".p95"), "p95_ms": c.observed,
                            "ci_low_ms": c.ci_low, "ci_high_ms": c.ci_high, "threshold_ms": c.threshold, "n": c.n,
                            "status": str(c.status)} for c in checks])
-    chart = latency_chart(frame, title="P95 under baseline load with 95% interval")
+    chart = latency_chart(frame, title="P95 under baseline load with 90% interval")
     save_chart(phase.run, P95_CHART, chart)
     return chart
 
@@ -447,7 +447,7 @@ def write_reports(phase: Phase) -> Markdown:
         ["app", "route", "P50", "P95", "P99"], [(e["app"], e["route"], *(e["text"][q] for q in ("P50", "P95", "P99")))
                                                for e in endpoints if e["scenario"] == "arrival"])
     phase.run.write_text(REPORT, text + "\n\n## Checks\n\n" + checks_table(checks) + "\n")
-    matrix = md_table(["app", "SLO P95", "observed P95 [95% CI]", "error rate [95% CI]", "verdict"], [
+    matrix = md_table(["app", "SLO P95", "observed P95 [interval]", "error rate [95% interval]", "verdict"], [
         (c.app, fmt_num(p.app(c.app or "").slo.p95_ms, "ms"), f"{fmt_num(lat.observed, 'ms')} {fmt_interval(lat)}",
          f"{fmt_num(err.observed, 'ratio')} {fmt_interval(err)}", f"**{'STOPPED' if stop else c.status}**")
         for c, (lat, err) in slo])

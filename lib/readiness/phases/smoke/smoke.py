@@ -317,10 +317,10 @@ def write_report(phase: Phase) -> Markdown:
 
 
 def latency_chart(phase: Phase) -> Any:
-    """P95 per app with its 95% interval against each app's threshold; saved under charts/."""
+    """P95 per app with its 90% interval against each app's threshold; saved under charts/."""
     from readiness.report.charts import latency_chart as draw
     from readiness.report.charts import save_chart
 
-    chart = draw(latency_frame(phase), title="Smoke: P95 per app with 95% interval (ms)")
+    chart = draw(latency_frame(phase), title="Smoke: P95 per app with 90% interval (ms)")
     save_chart(phase.run, "smoke_latency", chart)
     return chart
