@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib
 import shutil
 import subprocess
 import sys
@@ -26,11 +27,11 @@ def _packages(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
 
 
-def _lint(config: Path) -> subprocess.CompletedProcess[str]:
+def _lint(config: Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     assert exe, "lint-imports (import-linter) is not installed"
-    return subprocess.run([exe, "--config", str(config), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([exe, "--config", str(config), "--no-cache"], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def test_lint_imports_passes() -> None:
@@ -42,17 +43,13 @@ def test_lint_imports_passes() -> None:
 def test_the_phase_contract_catches_one_phase_importing_another(tmp_path: Path) -> None:
     """The independence contract is not vacuous: applied to a copy of the library in which
     one phase package imports another, it breaks and names the import."""
-    import shutil as sh
-
     copy = tmp_path / "src"
-    sh.copytree(LIB, copy / "readiness", ignore=sh.ignore_patterns("__pycache__"))
+    shutil.copytree(LIB, copy / "readiness", ignore=shutil.ignore_patterns("__pycache__"))
     smoke = copy / "readiness" / "phases" / "smoke" / "smoke.py"
     smoke.write_text(smoke.read_text() + "\nfrom readiness.phases.latency import profile  # noqa: E402,F401\n")
     cfg = tmp_path / ".importlinter"
     cfg.write_text(CONFIG.read_text())
-    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or "lint-imports"
-    done = subprocess.run([exe, "--config", str(cfg), "--no-cache"], cwd=copy, capture_output=True, text=True,
-                          timeout=300, env={"PYTHONPATH": str(copy), "PATH": str(Path(sys.executable).parent)})
+    done = _lint(cfg, cwd=copy, env={"PYTHONPATH": str(copy), "PATH": str(Path(sys.executable).parent)})
     assert done.returncode != 0, done.stdout
     assert "readiness.phases.smoke.smoke -> readiness.phases.latency.profile" in done.stdout
 
@@ -73,7 +70,7 @@ def test_every_package_says_what_lives_there_and_declares_its_surface() -> None:
         assert text.startswith('"""'), f"{init} has no docstring"
         assert "__all__" in text, f"{init} has no __all__"
         if init.parent != LIB:
-            listed = set(__import__(_dotted(init.parent), fromlist=["__all__"]).__all__)
+            listed = set(importlib.import_module(_dotted(init.parent)).__all__)
             on_disk = {p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"} | _packages(init.parent)
             assert listed == on_disk, (init, listed ^ on_disk)
 

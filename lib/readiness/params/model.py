@@ -54,7 +54,7 @@ from readiness.params.sections import (
     Windows,
 )
 
-__all__ = ["BUNDLED_RUBRIC", "CAPABILITIES", "DEFAULT_RUBRIC_NAME", "HTTP_METHODS", "PHASES", "SANDBOX_SCAN_PATHS",
+__all__ = ["BUNDLED_RUBRIC", "CAPABILITIES", "DEFAULT_RUBRIC_NAME", "HTTP_METHODS", "PHASES", "SANDBOX_SCAN_PATHS", "SUITE_ROOT",
            "App", "Capability", "ConfigFileError", "Params", "ParamsError", "Route", "Slo", "format_validation_error",
            "interpolate", "is_loopback", "load_params", "parse_params", "read_yaml", "resolve_param_path"]
 
@@ -63,11 +63,11 @@ SMOKE_ENDPOINTS = 3  # health, ready and one action per app, probed in turn
 #: The suite's own checkout (this file is lib/readiness/params/model.py). Found from the library's
 #: path, not from the working directory or the params file, so the bundled rubric and the
 #: sandbox's sources are found wherever the params file lives.
-_SUITE_ROOT = Path(__file__).resolve().parents[3]
-BUNDLED_RUBRIC = _SUITE_ROOT / "params" / "rubric.yaml"
+SUITE_ROOT = Path(__file__).resolve().parents[3]
+BUNDLED_RUBRIC = SUITE_ROOT / "params" / "rubric.yaml"
 DEFAULT_RUBRIC_NAME = "rubric.yaml"  # looked for beside the params file before the bundled one
 #: What the secret scan covers on the sandbox target when ``security.scan_paths`` is unset.
-SANDBOX_SCAN_PATHS = (_SUITE_ROOT / "sandbox", _SUITE_ROOT / "lib")
+SANDBOX_SCAN_PATHS = (SUITE_ROOT / "sandbox", SUITE_ROOT / "lib")
 
 #: What an ecosystem may provide (names and meanings in the phase registry). A phase that
 #: needs something the params do not declare is SKIPPED as not applicable instead of failing

@@ -20,7 +20,7 @@ from IPython.display import Markdown
 from readiness.core.approvals import require_approval
 from readiness.core.check import Check, Status
 from readiness.core.runfolder import RunFolder
-from readiness.params.model import Params, load_params
+from readiness.params.model import SUITE_ROOT, Params, load_params
 from readiness.params.registry import PHASES, not_applicable_reason
 from readiness.probe.client import ClientLimits, GuardedClient, SyntheticPolicy
 from readiness.probe.sandbox_control import ensure_sandbox
@@ -30,7 +30,7 @@ from readiness.report.charts import enable_offline_rendering
 
 def project_root() -> Path:
     """The checkout holding params/ and notebooks/ (the library lives in lib/readiness)."""
-    return Path(__file__).resolve().parents[3]
+    return SUITE_ROOT
 
 
 def default_outputs_dir() -> Path:

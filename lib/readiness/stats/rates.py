@@ -114,7 +114,7 @@ def min_n_for_share_margin(rate: float, margin: float, alpha: float = 0.05, powe
     where = "min_n_for_share_margin"
     rate, margin = as_unit(rate, "rate", where), as_unit(margin, "margin", where)
     alpha, power = as_unit(alpha, "alpha", where), as_unit(power, "power", where)
-    z = float(norm.ppf(1.0 - alpha)) + float(norm.ppf(1.0 - (1.0 - power) / 2.0))
+    z = _z(1.0 - 2.0 * alpha) + _z(power)  # one-sided 1 − α, and two-sided at the power
     return math.ceil(z ** 2 * rate * (1 - rate) / margin ** 2)
 
 
