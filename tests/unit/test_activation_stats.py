@@ -67,7 +67,7 @@ def test_ten_fast_learners() -> None:
     assert checks["activation.ttfv.p50"].status is Status.PASS and checks["activation.ttfv.p50"].unit == "ms"
     p90 = checks["activation.ttfv.p90"]
     assert p90.status is Status.INCONCLUSIVE and "95% upper bound needs n ≥ 29" in p90.detail
-    assert checks["activation.journeys"].detail.endswith("a PASS needs n ≥ 35 with zero failures")
+    assert checks["activation.journeys"].detail.endswith("a PASS needs n ≥ 25 with zero failures")
     cross = checks["activation.ttfv.crosscheck"]
     assert cross.status is Status.PASS and cross.observed == pytest.approx(0.05) and cross.n == 10
     assert all(c.tags for c in checks.values()) and set(checks) == {
@@ -76,9 +76,10 @@ def test_ten_fast_learners() -> None:
 
 
 def test_missing_events_slow_learners_and_a_disagreeing_clock_fail() -> None:
-    rows = [_row(i, 400.0 + i) for i in range(1, 9)] + [_row(9, None)]
+    # slow learners in no particular order (a sorted series would read as a trend, i.e. serial dependence)
+    rows = [_row(i, 400.0 + (5 * i) % 9) for i in range(1, 9)] + [_row(9, None)]
     found = _found("t1", 100.0, "credit_decrement")  # one event of one learner; its app clock disagrees
-    found |= _found("t2", (400 + 2) / 2, "credit_decrement", "activation_first_use")
+    found |= _found("t2", (400 + (5 * 2) % 9) / 2, "credit_decrement", "activation_first_use")
     checks = _checks(rows, found)
     assert checks["activation.events.activation_first_use"].status is Status.FAIL  # 1 of 8
     assert checks["activation.ttfv.within_target"].status is Status.FAIL  # 0 of 9 within 300 s

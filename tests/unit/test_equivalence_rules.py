@@ -95,11 +95,14 @@ def test_noninferiority_operating_characteristic() -> None:
     assert worse[Status.FAIL] >= 0.95
 
 
-def test_reports_mark_the_90_percent_interval_of_these_rules() -> None:
+def test_reports_show_the_90_percent_interval_and_mark_any_other_level() -> None:
+    import dataclasses
+
     from readiness.report.markdown import INTERVAL_COLUMN, checks_table, fmt_interval
 
     share = share_check(id="t.share", phase="p", title="t", arrived=40, n=400, rate=0.10, margin=0.05)
-    assert share.ci_level == pytest.approx(0.90)
-    assert fmt_interval(share) == "[7.8%, 12.7%] 90%"
+    assert (share.ci_level, share.alpha, share.sided, share.rule) == (pytest.approx(0.90), 0.05, "TOST", "share")
+    assert fmt_interval(share) == "[7.8%, 12.7%]"
+    assert fmt_interval(dataclasses.replace(share, ci_level=0.95)) == "[7.8%, 12.7%] 95%"
     table = checks_table([share])
-    assert INTERVAL_COLUMN in table and "90%" in table
+    assert INTERVAL_COLUMN in table and "90%" in INTERVAL_COLUMN

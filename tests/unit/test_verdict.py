@@ -69,9 +69,11 @@ def test_wilson_rejects_bad_input(args: tuple, message: str) -> None:
 
 
 def test_sample_size_for_a_perfect_record() -> None:
-    # n/(n+z^2) >= 0.95  <=>  n >= 19 z^2 = 72.99
+    # n/(n+z^2) >= 0.95  <=>  n >= 19 z^2 = 72.99 (two-sided 95%), 51.4 (two-sided 90%, the rules' level)
     assert min_n_for_rate(0.95) == 73
     assert wilson_interval(72, 72)[0] < 0.95 <= wilson_interval(73, 73)[0]
+    assert min_n_for_rate(0.95, 0.90) == 52
+    assert min_n_for_error_rate(0.01, 0.90) == 268
     # z^2/(n+z^2) < 0.01  <=>  n > 99 z^2 = 380.3
     assert min_n_for_error_rate(0.01) == 381
     assert wilson_interval(0, 381)[1] < 0.01 <= wilson_interval(0, 380)[1]
@@ -80,15 +82,16 @@ def test_sample_size_for_a_perfect_record() -> None:
 # ---------------------------------------------------------------- rate_check
 
 @pytest.mark.parametrize(("successes", "n", "status", "detail"), [
-    (199, 200, Status.PASS, "Wilson 95% lower bound 97.22% >= target 95% (199/200)"),
-    (180, 200, Status.FAIL, "Wilson 95% upper bound 93.43% < target 95% (180/200)"),
+    (199, 200, Status.PASS, "one-sided 95% Wilson lower bound 97.79% >= target 95% (199/200)"),
+    (180, 200, Status.FAIL,
+     "one-sided 95% Wilson upper bound 92.97% < target 95% (180/200); exact one-sided p = 0.0027"),
     (190, 200, Status.INCONCLUSIVE,
-     "Wilson 95% interval [91.04%, 97.26%] straddles target 95% (190/200)"),
-    (60, 60, Status.INCONCLUSIVE, "Wilson 95% interval [93.98%, 100%] straddles target 95% "
-     "(60/60); a PASS needs n ≥ 73 with zero failures"),
-    (72, 72, Status.INCONCLUSIVE, "Wilson 95% interval [94.93%, 100%] straddles target 95% "
-     "(72/72); a PASS needs n ≥ 73 with zero failures"),
-    (73, 73, Status.PASS, "Wilson 95% lower bound 95.001% >= target 95% (73/73)"),
+     "Wilson 90% interval [91.81%, 96.99%] straddles target 95% (190/200)"),
+    (40, 40, Status.INCONCLUSIVE, "Wilson 90% interval [93.66%, 100%] straddles target 95% "
+     "(40/40); a PASS needs n ≥ 52 with zero failures"),
+    (51, 51, Status.INCONCLUSIVE, "Wilson 90% interval [94.96%, 100%] straddles target 95% "
+     "(51/51); a PASS needs n ≥ 52 with zero failures"),
+    (52, 52, Status.PASS, "one-sided 95% Wilson lower bound 95.05% >= target 95% (52/52)"),
     (0, 0, Status.INCONCLUSIVE, "no data"),
 ])
 def test_rate_check_branches(successes: int, n: int, status: Status, detail: str) -> None:
@@ -100,13 +103,16 @@ def test_rate_check_carries_its_evidence() -> None:
     check = rate_check(**WHERE, successes=199, n=200, target=0.95, app="A3", tags=("reliability",),
                        evidence=("evidence/A3_health.json",), severity="P1",
                        window="2025-01-01T00:00Z/PT15M", detail="probes via method A")
-    low, high = wilson_interval(199, 200)
+    low, high = wilson_interval(199, 200, 0.90)
     assert check == Check(
         id="smoke.A3.x", phase="smoke", title="t", status=Status.PASS, app="A3", observed=0.995,
-        ci_low=low, ci_high=high, ci_level=0.95, threshold=0.95, comparator=">=", unit="ratio", n=200,
+        ci_low=low, ci_high=high, ci_level=0.9, rule="success_rate", sided="one-sided", alpha=0.05,
+        p_value=check.p_value, threshold=0.95, comparator=">=", unit="ratio", n=200,
         window="2025-01-01T00:00Z/PT15M", severity="P1", tags=("reliability",),
         evidence=("evidence/A3_health.json",),
-        detail="Wilson 95% lower bound 97.22% >= target 95% (199/200); probes via method A")
+        detail="one-sided 95% Wilson lower bound 97.79% >= target 95% (199/200); probes via method A")
+    # the FAIL side's exact p-value: P(X <= 199) for X ~ Binomial(200, 0.95)
+    assert check.p_value == pytest.approx(1 - 0.95 ** 200, rel=1e-9)
     empty = rate_check(**WHERE, successes=0, n=0, target=0.95, window="w")
     assert (empty.observed, empty.ci_low, empty.ci_high, empty.n, empty.window) == (
         None, None, None, 0, "w")
@@ -130,14 +136,15 @@ def test_rate_check_rejects_bad_input(kwargs: dict, message: str) -> None:
 # ---------------------------------------------------------------- error_rate_check
 
 @pytest.mark.parametrize(("errors", "n", "status", "detail"), [
-    (0, 2000, Status.PASS, "Wilson 95% upper bound 0.19% < max 1% (0/2000)"),
-    (30, 1000, Status.FAIL, "Wilson 95% lower bound 2.11% >= max 1% (30/1000)"),
-    (2, 300, Status.INCONCLUSIVE, "Wilson 95% interval [0.18%, 2.4%] straddles max 1% (2/300); "
-     "a PASS needs n ≥ 381 with zero errors"),
-    (5, 500, Status.INCONCLUSIVE, "Wilson 95% interval [0.43%, 2.32%] straddles max 1% (5/500)"),
-    (0, 380, Status.INCONCLUSIVE, "Wilson 95% interval [0%, 1.001%] straddles max 1% (0/380); "
-     "a PASS needs n ≥ 381 with zero errors"),
-    (0, 381, Status.PASS, "Wilson 95% upper bound 0.998% < max 1% (0/381)"),
+    (0, 2000, Status.PASS, "one-sided 95% Wilson upper bound 0.14% < max 1% (0/2000)"),
+    (30, 1000, Status.FAIL,
+     "one-sided 95% Wilson lower bound 2.23% >= max 1% (30/1000); exact one-sided p < 1e-6"),
+    (2, 200, Status.INCONCLUSIVE, "Wilson 90% interval [0.33%, 2.98%] straddles max 1% (2/200); "
+     "a PASS needs n ≥ 268 with zero errors"),
+    (5, 500, Status.INCONCLUSIVE, "Wilson 90% interval [0.49%, 2.04%] straddles max 1% (5/500)"),
+    (0, 267, Status.INCONCLUSIVE, "Wilson 90% interval [0%, 1.003%] straddles max 1% (0/267); "
+     "a PASS needs n ≥ 268 with zero errors"),
+    (0, 268, Status.PASS, "one-sided 95% Wilson upper bound 0.999% < max 1% (0/268)"),
     (0, 0, Status.INCONCLUSIVE, "no data"),
 ])
 def test_error_rate_check_branches(errors: int, n: int, status: Status, detail: str) -> None:
@@ -147,7 +154,7 @@ def test_error_rate_check_branches(errors: int, n: int, status: Status, detail: 
         0.01, "<", "ratio", n, "w")
     if n:
         assert check.observed == errors / n
-        assert (check.ci_low, check.ci_high) == wilson_interval(errors, n)
+        assert (check.ci_low, check.ci_high, check.ci_level) == (*wilson_interval(errors, n, 0.90), 0.9)
 
 
 def test_error_rate_check_rejects_bad_input() -> None:
@@ -162,16 +169,18 @@ def test_error_rate_check_rejects_bad_input() -> None:
 
 # ---------------------------------------------------------------- latency_check
 
-SAMPLES = np.arange(1.0, 201.0)  # P95 estimate 190; one-sided 95% bounds 185 / 196 = the two-sided 90%
+# 1..200 ms in a shuffled (seeded) order: P95 estimate 190; one-sided 95% bounds 185 / 196 = the
+# two-sided 90%. Sorted, the series would be one long trend, which the serial-dependence test flags.
+SAMPLES = np.random.default_rng(0).permutation(np.arange(1.0, 201.0))
 
 
 @pytest.mark.parametrize(("threshold", "status", "detail"), [
-    (196, Status.PASS, "P95: 95% upper bound 196 ms <= 196 ms (n=200)"),
+    (196, Status.PASS, "P95: one-sided 95% upper bound 196 ms <= 196 ms (n=200)"),
     (195.5, Status.INCONCLUSIVE,
-     "P95: 95% upper bound 196 ms > 195.5 ms; 95% lower bound 185 ms <= 195.5 ms (n=200)"),
+     "P95: one-sided 95% upper bound 196 ms > 195.5 ms; one-sided 95% lower bound 185 ms <= 195.5 ms (n=200)"),
     (185, Status.INCONCLUSIVE,
-     "P95: 95% upper bound 196 ms > 185 ms; 95% lower bound 185 ms <= 185 ms (n=200)"),
-    (184.9, Status.FAIL, "P95: 95% lower bound 185 ms > 184.9 ms (n=200)"),
+     "P95: one-sided 95% upper bound 196 ms > 185 ms; one-sided 95% lower bound 185 ms <= 185 ms (n=200)"),
+    (184.9, Status.FAIL, "P95: one-sided 95% lower bound 185 ms > 184.9 ms (n=200); exact one-sided p = 0.044"),
 ])
 def test_latency_check_branches(threshold: float, status: Status, detail: str) -> None:
     check = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=threshold, window="w")
@@ -186,21 +195,22 @@ def test_latency_check_branches(threshold: float, status: Status, detail: str) -
 def test_latency_check_shows_digits_that_separate_bound_and_threshold() -> None:
     check = latency_check(**WHERE, samples_ms=SAMPLES + 0.04, threshold_ms=196)
     assert check.detail == (
-        "P95: 95% upper bound 196.04 ms > 196 ms; 95% lower bound 185 ms <= 196 ms (n=200)")
+        "P95: one-sided 95% upper bound 196.04 ms > 196 ms; one-sided 95% lower bound 185 ms <= 196 ms (n=200)")
 
 
 def test_latency_p99_at_n200_needs_more_data() -> None:
     check = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=1000, q=0.99)
     assert check.status is Status.INCONCLUSIVE
     assert check.detail == (
-        "P99: 95% upper bound needs n ≥ 299; 95% lower bound 195 ms <= 1000 ms (n=200)")
+        "P99: one-sided 95% upper bound needs n ≥ 299; one-sided 95% lower bound 195 ms <= 1000 ms (n=200)")
     assert (check.observed, check.ci_low, check.ci_high) == (198.0, None, None)
     failed = latency_check(**WHERE, samples_ms=SAMPLES, threshold_ms=150, q=0.99)
     assert (failed.status, failed.detail) == (
-        Status.FAIL, "P99: 95% lower bound 195 ms > 150 ms (n=200)")
-    passed = latency_check(**WHERE, samples_ms=np.arange(1.0, 300.0), threshold_ms=1000, q=0.99)
+        Status.FAIL, "P99: one-sided 95% lower bound 195 ms > 150 ms (n=200); exact one-sided p < 1e-6")
+    passed = latency_check(**WHERE, samples_ms=np.random.default_rng(0).permutation(np.arange(1.0, 300.0)),
+                           threshold_ms=1000, q=0.99)
     assert (passed.status, passed.detail) == (
-        Status.PASS, "P99: 95% upper bound 299 ms <= 1000 ms (n=299)")
+        Status.PASS, "P99: one-sided 95% upper bound 299 ms <= 1000 ms (n=299)")
 
 
 def test_latency_p99_at_n200_is_never_pass() -> None:
@@ -215,7 +225,7 @@ def test_latency_p99_at_n200_is_never_pass() -> None:
 def test_latency_check_small_and_missing_data() -> None:
     tiny = latency_check(**WHERE, samples_ms=[1.0, 2.0, float("nan")], threshold_ms=120, q=0.5)
     assert (tiny.status, tiny.n, tiny.observed) == (Status.INCONCLUSIVE, 2, 1.0)
-    assert tiny.detail == ("P50: 95% upper bound needs n ≥ 5; 95% lower bound needs n ≥ 5 (n=2); "
+    assert tiny.detail == ("P50: one-sided 95% upper bound needs n ≥ 5; one-sided 95% lower bound needs n ≥ 5 (n=2); "
                            "1 NaN sample dropped")
     empty = latency_check(**WHERE, samples_ms=[], threshold_ms=120)
     assert (empty.status, empty.detail, empty.n, empty.observed) == (
@@ -356,3 +366,19 @@ def test_a_latency_verdict_never_contradicts_the_interval_it_records() -> None:
             assert c.ci_high <= threshold
         if c.status is Status.FAIL and c.ci_low is not None:
             assert c.ci_low > threshold
+
+
+def test_latency_check_widens_its_bounds_when_slow_requests_cluster_in_time() -> None:
+    """A series whose slow requests arrive together carries less information about its tail
+    than its n suggests: the check says so and its bounds widen (or are withheld)."""
+    rng = np.random.default_rng(3)
+    calm = rng.lognormal(3.0, 0.3, size=200)
+    clustered = calm.copy()
+    clustered[100:116] *= 6  # one slow spell of 16 consecutive requests
+    shuffled = rng.permutation(clustered)
+    spell = latency_check(**WHERE, samples_ms=clustered, threshold_ms=1000)
+    spread = latency_check(**WHERE, samples_ms=shuffled, threshold_ms=1000)
+    assert "serial dependence: exceedances of P95 cluster" in spell.detail
+    assert "serial dependence" not in spread.detail
+    assert spell.ci_high is None or spell.ci_high >= spread.ci_high
+    assert spell.ci_low is None or spell.ci_low <= spread.ci_low

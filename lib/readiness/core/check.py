@@ -66,9 +66,27 @@ class Check:
     observed: float | str | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    #: Two-sided coverage of [ci_low, ci_high] (0.95, or 0.90 for a rule deciding at a
-    #: one-sided 5% on each side); None when the rule does not state it.
+    #: Two-sided coverage of [ci_low, ci_high]: 0.90 for the rules, which decide each side
+    #: at a one-sided 5% (the interval's ends are those one-sided 95% bounds); None when
+    #: the rule does not state it.
     ci_level: float | None = None
+    #: The statistical design of the decision, for a reader and for the run-wide
+    #: corrections: ``rule`` names the family (``success_rate``, ``error_rate``,
+    #: ``latency``, ``share``, ``noninferiority``, ``comparison``, ``interval``; empty for a
+    #: fact such as a status code), ``sided`` how PASS and FAIL are tested
+    #: (``one-sided``: each a one-sided test at ``alpha``; ``TOST``: two one-sided tests),
+    #: ``alpha`` the one-sided significance level, ``p_value`` the one-sided p-value of the
+    #: FAIL side (evidence against "meets the bar"; None where the rule has none) and ``q``
+    #: the quantile a latency rule judges.
+    rule: str = ""
+    sided: str = ""
+    alpha: float | None = None
+    p_value: float | None = None
+    q: float | None = None
+    #: The n a system at the design point needs to PASS with the planned probability
+    #: (:mod:`readiness.stats.design`), set when the check is recorded; None when the rule
+    #: has no design point or none is declared.
+    design_n: int | None = None
     threshold: float | str | None = None
     comparator: str = ""
     unit: str = ""
@@ -107,7 +125,7 @@ class Check:
         data["status"] = self.status.value
         data["tags"] = list(self.tags)
         data["evidence"] = list(self.evidence)
-        for key in ("observed", "ci_low", "ci_high", "ci_level", "threshold"):
+        for key in ("observed", "ci_low", "ci_high", "ci_level", "threshold", "alpha", "p_value", "q"):
             data[key] = _clean_number(data[key])
         return data
 

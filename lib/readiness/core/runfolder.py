@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from readiness.core.check import Check, load_checks
+from readiness.core.multiplicity import Adjusted, adjust
 from readiness.core.redact import Redactor
 
 RUN_FILE = "run.json"
@@ -221,6 +222,13 @@ class RunFolder:
     def read_checks(self, phase: str | None = None) -> list[Check]:
         """Recorded checks of one phase or of all; a malformed file raises CheckFileError naming it."""
         return load_checks(self.root, phase)
+
+    def read_decisions(self, *, exclude_phase: str | None = None) -> Adjusted:
+        """Every phase's checks (but ``exclude_phase``'s) as the run decides them: each FAIL
+        held to the run-wide multiplicity correction (:mod:`readiness.core.multiplicity`).
+        What the score, the closing report and the cards read; each phase's own file keeps
+        the check as its rule decided it."""
+        return adjust([c for c in load_checks(self.root) if c.phase != exclude_phase])
 
     # -- status and manifest ---------------------------------------------------------
     def info(self) -> dict[str, Any]:

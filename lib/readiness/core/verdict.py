@@ -8,14 +8,24 @@ side of the threshold, a FAIL needs the whole interval on the wrong side, and an
 in between — including no data at all — is INCONCLUSIVE with the reason and, where it
 helps, the sample size that would decide it.
 
+One significance level for every decision: PASS and FAIL are each a *one-sided* test at
+α = :data:`ALPHA` (5%), and the interval a check records is the two-sided 1 − 2α = 90%
+interval whose ends are exactly those one-sided bounds. A "95%" that meant one-sided in one
+rule and two-sided (97.5% per side) in another would make the same evidence PASS under one
+rule and INCONCLUSIVE under the next. Every statistical check records its ``rule``, its
+``sided``-ness, ``alpha`` and the one-sided p-value of its FAIL side (``p_value``), which the
+run-wide multiplicity correction (:mod:`readiness.core.multiplicity`) reads.
+
 - Rates use the Wilson score interval: unlike the normal approximation it stays inside
-  [0, 1] and keeps near-nominal coverage at 0/n and n/n, where readiness checks live.
+  [0, 1] and keeps near-nominal coverage at 0/n and n/n, where readiness checks live. The
+  p-value is the exact binomial tail at the threshold.
 - Latency percentiles use the distribution-free order-statistic bounds of
-  :mod:`readiness.stats.quantiles`: one-sided bounds decide (an SLO is one-sided), the
-  two-sided interval is recorded for the reader.
-- Before/after comparisons of a percentile decide on the whole interval of
-  :func:`readiness.stats.latency.quantile_difference` (coverage >= c for any distribution),
-  by the rule of :mod:`readiness.core.comparison_rule`.
+  :mod:`readiness.stats.quantiles`; the p-value is the exact binomial tail of the count of
+  samples at or below the threshold.
+- Shares that must *equal* a rate are equivalence tests (TOST); a rate that must not have
+  dropped is a Newcombe non-inferiority test.
+- Before/after comparisons of a percentile are one-sided exceedance tests
+  (:mod:`readiness.core.comparison_rule`), with the smallest regression each can detect.
 """
 
 from __future__ import annotations
@@ -28,12 +38,14 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
 
 from readiness.core.check import Check, Status
 from readiness.core.comparison_rule import compare
+from readiness.stats.dependence import dependence_adjusted_interval
 from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
 from readiness.stats.latency import Samples
-from readiness.stats.quantiles import min_n_for_bound, quantile_interval, quantile_label
+from readiness.stats.quantiles import quantile_label
 from readiness.stats.rates import (
     as_count,
     as_counts,
@@ -59,23 +71,54 @@ def _fields(id: str, phase: str, title: str, app: str | None, window: str | None
             "severity": severity, "tags": tuple(tags), "evidence": tuple(evidence)}
 
 
+#: The one-sided significance level of every PASS and FAIL decision.
+ALPHA = 0.05
+#: The one-sided confidence of the bounds that decide (1 − α); rules take it as ``confidence``.
+DECISION_CONFIDENCE = 1.0 - ALPHA
+ONE_SIDED, TOST = "one-sided", "TOST"
+
+
+def two_sided_level(confidence: float) -> float:
+    """The two-sided level whose ends are the one-sided bounds at ``confidence`` (0.95 → 0.90)."""
+    return round(1.0 - 2.0 * (1.0 - confidence), 12)
+
+
+#: The two-sided level of the intervals checks record (90%): their ends decide.
+DECISION_LEVEL = two_sided_level(DECISION_CONFIDENCE)
+
+
+def _design(rule: str, sided: str, alpha: float, p_value: float | None, q: float | None = None) -> dict[str, Any]:
+    """The statistical-design fields a check records (see :class:`readiness.core.check.Check`)."""
+    return {"rule": rule, "sided": sided, "alpha": round(alpha, 12),
+            "p_value": None if p_value is None else float(min(1.0, max(0.0, p_value))), "q": q}
+
+
 def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold: float,
                   threshold_name: str, higher_is_better: bool, confidence: float,
                   fields: dict[str, Any], detail: str) -> Check:
     """The Wilson rule shared by success rates (must reach a target) and error rates
-    (must stay below a maximum): the bound on the good side decides PASS, the bound on
-    the bad side decides FAIL, an interval across the threshold is INCONCLUSIVE."""
+    (must stay below a maximum): the one-sided bound on the good side decides PASS, the one
+    on the bad side decides FAIL, each at level ``confidence`` (the ends of the two-sided
+    1 − 2α interval); an interval across the threshold is INCONCLUSIVE.
+
+    The FAIL side's p-value is the exact binomial tail at the threshold: P(X <= successes)
+    at the target rate, or P(X >= errors) at the maximum rate."""
     count, n = as_counts(count, n, count_name, where)
     threshold = as_unit(threshold, threshold_name, where)
+    confidence = as_unit(confidence, "confidence", where)
+    alpha, level = 1.0 - confidence, two_sided_level(confidence)
     common = {**fields, "threshold": threshold, "comparator": ">=" if higher_is_better else "<",
               "unit": "ratio", "n": n}
+    rule = "success_rate" if higher_is_better else "error_rate"
     if n == 0:
-        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **common)
-    low, high = wilson_interval(count, n, confidence)
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail),
+                     **_design(rule, ONE_SIDED, alpha, None), **common)
+    low, high = wilson_interval(count, n, level)
+    p_value = (binom.cdf(count, n, threshold) if higher_is_better else binom.sf(count - 1, n, threshold))
     conf, word, limit = format_percent(confidence), "target" if higher_is_better else "max", format_percent(threshold)
 
     def bound(side: str, value: float, op: str) -> str:
-        return f"Wilson {conf} {side} bound {format_percent(value, threshold)} {op} {word} {limit}"
+        return f"one-sided {conf} Wilson {side} bound {format_percent(value, threshold)} {op} {word} {limit}"
 
     if higher_is_better:
         passed, failed = low >= threshold, high < threshold
@@ -87,40 +130,40 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     if passed:
         status, text = Status.PASS, f"{pass_text} {record}"
     elif failed:
-        status, text = Status.FAIL, f"{fail_text} {record}"
+        status, text = Status.FAIL, f"{fail_text} {record}; exact one-sided {format_p(p_value)}"
     else:
         status = Status.INCONCLUSIVE
         interval = f"[{format_percent(low, threshold)}, {format_percent(high, threshold)}]"
-        text = f"Wilson {conf} interval {interval} straddles {word} {limit} {record}"
-        needed = (min_n_for_rate(threshold, confidence) if higher_is_better
-                  else min_n_for_error_rate(threshold, confidence))
+        text = f"Wilson {format_percent(level)} interval {interval} straddles {word} {limit} {record}"
+        needed = (min_n_for_rate(threshold, level) if higher_is_better
+                  else min_n_for_error_rate(threshold, level))
         if n < needed:
             text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
-    return Check(status=status, observed=count / n, ci_low=low, ci_high=high, ci_level=confidence,
-                 detail=_join(text, detail), **common)
+    return Check(status=status, observed=count / n, ci_low=low, ci_high=high, ci_level=level,
+                 detail=_join(text, detail), **_design(rule, ONE_SIDED, alpha, p_value), **common)
+
+
+def format_p(p: float) -> str:
+    """A p-value for a sentence: ``p = 0.031``, ``p < 1e-6``."""
+    return "p < 1e-6" if p < 1e-6 else f"p = {p:.2g}"
 
 
 def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, target: float,
-               confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+               confidence: float = DECISION_CONFIDENCE, app: str | None = None, tags: Iterable[str] = (),
                evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
                detail: str = "") -> Check:
-    """A success rate that must reach ``target``: PASS when the Wilson lower bound is
-    >= target, FAIL when the upper bound is < target, INCONCLUSIVE otherwise. When n is
-    too small for even a perfect record to pass, the detail states the n that would."""
+    """A success rate that must reach ``target``: PASS when the one-sided Wilson lower bound
+    at ``confidence`` (1 − α) is >= target, FAIL when the one-sided upper bound is < target,
+    INCONCLUSIVE otherwise. When n is too small for even a perfect record to pass, the
+    detail states the n that would."""
     return _wilson_check(where=f"rate_check {id}", count=successes, n=n, count_name="successes",
                          threshold=target, threshold_name="target", higher_is_better=True,
                          confidence=confidence, detail=detail,
                          fields=_fields(id, phase, title, app, window, severity, tags, evidence))
 
 
-#: The one-sided significance level of the equivalence and non-inferiority rules: each
-#: side of a decision is wrong at most 5% of the time at its boundary, so their intervals
-#: are two-sided 90%.
-EQUIVALENCE_ALPHA = 0.05
-
-
 def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: float, margin: float,
-                alpha: float = EQUIVALENCE_ALPHA, app: str | None = None, tags: Iterable[str] = (),
+                alpha: float = ALPHA, app: str | None = None, tags: Iterable[str] = (),
                 evidence: Iterable[str] = (), severity: str = "P2", window: str | None = None,
                 detail: str = "") -> Check:
     """A share that must *equal* ``rate`` within ``margin`` (a 10% sampling policy, a bandit
@@ -143,9 +186,13 @@ def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: 
     fields = {**_fields(id, phase, title, app, window, severity, tags, evidence), "threshold": rate,
               "comparator": "==", "unit": "ratio", "n": n}
     if n == 0:
-        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail), **fields)
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA, detail),
+                     **_design("share", TOST, alpha, None), **fields)
     confidence = 1.0 - 2.0 * alpha
     low, high = wilson_interval(arrived, n, confidence)
+    # FAIL side: a share beyond the band, tested exactly against the nearer band edge.
+    p_value = min(float(binom.sf(arrived - 1, n, band_high)) if band_high < 1.0 else 1.0,
+                  float(binom.cdf(arrived, n, band_low)) if band_low > 0.0 else 1.0)
     band = f"{format_percent(rate)} ± {format_percent(margin)} [{format_percent(band_low)}, {format_percent(band_high)}]"
     shown = (f"Wilson {format_percent(confidence)} interval [{format_percent(low, band_low)}, "
              f"{format_percent(high, band_high)}]")
@@ -159,11 +206,11 @@ def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: 
         text = (f"{shown} not inside {band} {record}; about n ≥ {min_n_for_share_margin(rate, margin, alpha)} "
                 f"decide a share on target with 90% power")
     return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, ci_level=confidence,
-                 detail=_join(text, detail), **fields)
+                 detail=_join(text, detail), **_design("share", TOST, alpha, p_value), **fields)
 
 
 def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: int, successes_before: int,
-                         n_before: int, margin: float, alpha: float = EQUIVALENCE_ALPHA, app: str | None = None,
+                         n_before: int, margin: float, alpha: float = ALPHA, app: str | None = None,
                          tags: Iterable[str] = (), evidence: Iterable[str] = (), severity: str = "P2",
                          window: str | None = None, detail: str = "") -> Check:
     """A success rate that must be no worse than an earlier one by more than ``margin``.
@@ -182,9 +229,11 @@ def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: 
               "comparator": ">", "unit": "ratio", "n": n}
     if n == 0 or n_before == 0:
         which = " and ".join(w for w, k in (("after", n), ("before", n_before)) if k == 0)
-        return Check(status=Status.INCONCLUSIVE, detail=_join(f"{NO_DATA} ({which})", detail), **fields)
+        return Check(status=Status.INCONCLUSIVE, detail=_join(f"{NO_DATA} ({which})", detail),
+                     **_design("noninferiority", ONE_SIDED, alpha, None), **fields)
     confidence = 1.0 - 2.0 * alpha
     low, high = newcombe_interval(successes, n, successes_before, n_before, confidence)
+    p_value = _newcombe_p(successes, n, successes_before, n_before, -margin)
     diff = successes / n - successes_before / n_before
     shown = (f"after − before {format_percent(diff)}, Newcombe {format_percent(confidence)} interval "
              f"[{format_percent(low, -margin)}, {format_percent(high, -margin)}]")
@@ -197,16 +246,34 @@ def noninferiority_check(*, id: str, phase: str, title: str, successes: int, n: 
     else:
         status, text = Status.INCONCLUSIVE, f"{shown} straddles -{format_percent(margin)} {record}"
     return Check(status=status, observed=diff, ci_low=low, ci_high=high, ci_level=confidence,
-                 detail=_join(text, detail), **fields)
+                 detail=_join(text, detail), **_design("noninferiority", ONE_SIDED, alpha, p_value), **fields)
+
+
+def _newcombe_p(x_after: int, n_after: int, x_before: int, n_before: int, bar: float) -> float:
+    """The one-sided p-value of "after − before is worse than ``bar``" read off Newcombe's
+    interval: the α at which its upper bound (at two-sided 1 − 2α) just reaches ``bar``
+    (bisection; the bound widens as α shrinks). 1.0 when even the point estimate is above it."""
+    def upper(alpha: float) -> float:
+        return newcombe_interval(x_after, n_after, x_before, n_before, 1.0 - 2.0 * alpha)[1]
+    if upper(0.4999) >= bar:
+        return 1.0
+    lo, hi = 1e-12, 0.4999  # upper(lo) >= bar > upper(hi) unless the evidence is overwhelming
+    if upper(lo) < bar:
+        return lo
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if upper(mid) >= bar else (lo, mid)
+    return hi
 
 
 def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, max_rate: float,
-                     confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                     confidence: float = DECISION_CONFIDENCE, app: str | None = None, tags: Iterable[str] = (),
                      evidence: Iterable[str] = (), severity: str = "P2",
                      window: str | None = None, detail: str = "") -> Check:
-    """An error rate that must stay below ``max_rate``: PASS when the Wilson upper bound
-    is < max_rate, FAIL when the lower bound is >= max_rate, INCONCLUSIVE otherwise. When
-    n is too small for even zero errors to pass, the detail states the n that would."""
+    """An error rate that must stay below ``max_rate``: PASS when the one-sided Wilson upper
+    bound at ``confidence`` (1 − α) is < max_rate, FAIL when the one-sided lower bound is
+    >= max_rate, INCONCLUSIVE otherwise. When n is too small for even zero errors to pass,
+    the detail states the n that would."""
     return _wilson_check(where=f"error_rate_check {id}", count=errors, n=n, count_name="errors",
                          threshold=max_rate, threshold_name="max_rate", higher_is_better=False,
                          confidence=confidence, detail=detail,
@@ -214,7 +281,7 @@ def error_rate_check(*, id: str, phase: str, title: str, errors: int, n: int, ma
 
 
 def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float] | np.ndarray,
-                  threshold_ms: float, q: float = 0.95, confidence: float = 0.95,
+                  threshold_ms: float, q: float = 0.95, confidence: float = DECISION_CONFIDENCE,
                   app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
                   severity: str = "P2", window: str | None = None, detail: str = "") -> Check:
     """A latency percentile that must stay at or below ``threshold_ms``.
@@ -224,41 +291,66 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
     is too small for an upper bound to exist the check cannot PASS and says which n it
     needs. ``ci_low``/``ci_high`` record the two-sided 1 − 2α interval (90% for the default
     one-sided 95%) when it exists: its ends are the bounds the decision used.
+
+    ``samples_ms`` must be in the order they were measured: the series is tested for serial
+    dependence first (:mod:`readiness.stats.dependence`), and where the samples above the
+    percentile cluster in time the bounds are widened to the effective sample size, or
+    withheld with the n that this dependence needs; the detail then says so with the
+    measured autocorrelation. Bounds for independent samples would claim a precision a
+    clustered series does not have.
     """
     where = f"latency_check {id}"
     if isinstance(threshold_ms, bool) or not isinstance(threshold_ms, Real) \
             or not math.isfinite(threshold_ms):
         raise ValueError(f"{where}: threshold_ms must be a finite number, got {threshold_ms!r}")
-    two = quantile_interval(samples_ms, q, confidence, "two")
+    up = dependence_adjusted_interval(samples_ms, q, confidence, "upper")
+    n, estimate = up.n, up.estimate
     common = {**_fields(id, phase, title, app, window, severity, tags, evidence),
-              "threshold": float(threshold_ms), "comparator": "<=", "unit": "ms", "n": two.n}
-    plural = "" if two.dropped == 1 else "s"
-    dropped = f"; {two.dropped} NaN sample{plural} dropped" if two.dropped else ""
-    if two.n == 0:
-        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA + dropped, detail), **common)
-    upper = quantile_interval(samples_ms, q, confidence, "upper").high
-    lower = quantile_interval(samples_ms, q, confidence, "lower").low
-    conf, thr = format_percent(confidence), f"{format_number(threshold_ms)} ms"
+              "threshold": float(threshold_ms), "comparator": "<=", "unit": "ms", "n": n}
+    plural = "" if up.dropped == 1 else "s"
+    dropped = f"; {up.dropped} NaN sample{plural} dropped" if up.dropped else ""
+    alpha = 1.0 - confidence
+    if n == 0:
+        return Check(status=Status.INCONCLUSIVE, detail=_join(NO_DATA + dropped, detail),
+                     **_design("latency", ONE_SIDED, alpha, None, q), **common)
+    lo = dependence_adjusted_interval(samples_ms, q, confidence, "lower")
+    upper, lower = up.high, lo.low
+    # FAIL side: "the q-quantile is at most the threshold" means each sample is <= it with
+    # probability >= q, so the count at or below it is at least Binomial(n, q); few of them
+    # is the evidence, and its exact tail the p-value (the same event as the lower bound
+    # lying above the threshold). Under serial dependence the count is read at n_eff.
+    values = np.asarray(samples_ms, dtype=float)
+    at_or_below = int(np.count_nonzero(values[~np.isnan(values)] <= threshold_ms))
+    dependent = up.dependent and up.n_eff < n
+    if dependent:
+        n_eff = max(1, math.floor(up.n_eff + 1e-9))
+        p_value = float(binom.cdf(math.floor(at_or_below * n_eff / n), n_eff, q))
+    else:
+        p_value = float(binom.cdf(at_or_below, n, q))
+    conf, thr = f"one-sided {format_percent(confidence)}", f"{format_number(threshold_ms)} ms"
     if upper is not None and upper <= threshold_ms:
         status, text = Status.PASS, f"{conf} upper bound {format_against(upper, threshold_ms)} ms <= {thr}"
     elif lower is not None and lower > threshold_ms:
         status, text = Status.FAIL, f"{conf} lower bound {format_against(lower, threshold_ms)} ms > {thr}"
     else:
         status = Status.INCONCLUSIVE
-        upper_part = (f"{conf} upper bound needs n ≥ {min_n_for_bound(q, confidence, 'upper')}"
+        upper_part = (f"{conf} upper bound needs n ≥ {up.needs_n}"
                       if upper is None else f"{conf} upper bound {format_against(upper, threshold_ms)} ms > {thr}")
-        lower_part = (f"{conf} lower bound needs n ≥ {min_n_for_bound(q, confidence, 'lower')}"
+        lower_part = (f"{conf} lower bound needs n ≥ {lo.needs_n}"
                       if lower is None else f"{conf} lower bound {format_against(lower, threshold_ms)} ms <= {thr}")
         text = f"{upper_part}; {lower_part}"
-    text = f"{quantile_label(q)}: {text} (n={two.n}){dropped}"
+    text = f"{quantile_label(q)}: {text} (n={n}){dropped}"
+    if status is Status.FAIL:
+        text += f"; exact one-sided {format_p(p_value)}"
+    if dependent:
+        text += f"; {up.describe()}"
     # The recorded interval is the two-sided one whose ends are the one-sided bounds the
     # decision used (1 − 2α: 90% for one-sided 95%), so a PASS never shows ci_high above its
     # threshold and a FAIL never shows ci_low at or below it.
-    level = round(1.0 - 2.0 * (1.0 - confidence), 12)
-    shown = quantile_interval(samples_ms, q, level, "two")
-    return Check(status=status, observed=two.estimate,
-                 ci_low=shown.low if shown.exists else None, ci_high=shown.high if shown.exists else None,
-                 ci_level=level if shown.exists else None, detail=_join(text, detail), **common)
+    both = upper is not None and lower is not None
+    return Check(status=status, observed=estimate, ci_low=lower if both else None, ci_high=upper if both else None,
+                 ci_level=two_sided_level(confidence) if both else None, detail=_join(text, detail),
+                 **_design("latency", ONE_SIDED, alpha, p_value, q), **common)
 
 
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
@@ -267,24 +359,27 @@ def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, con
     """:func:`readiness.core.comparison_rule.compare` recorded as a check (unit ratio or ms)."""
     c = compare(before_ms, after_ms, q, confidence, where=where, ratio=ratio, limit=limit, endings=endings,
                 floor_ms=floor_ms)
-    return Check(status=c.status, observed=c.observed, ci_low=c.low, ci_high=c.high, n=c.n_after,
+    return Check(status=c.status, observed=c.observed, ci_low=c.low, ci_high=c.high, ci_level=c.level, n=c.n_after,
                  threshold=limit, comparator="<=" if ratio else "<", unit="ratio" if ratio else "ms",
-                 detail=_join(c.text, detail), **fields)
+                 detail=_join(c.text, detail), **_design("comparison", ONE_SIDED, 1.0 - confidence, c.p_value, q),
+                 **fields)
 
 
 def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
-                     max_increase_pct: float = 20.0, min_increase_ms: float = 0.0, confidence: float = 0.95,
+                     max_increase_pct: float = 20.0, min_increase_ms: float = 0.0, confidence: float = DECISION_CONFIDENCE,
                      app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
                      severity: str = "P1", window: str | None = None, detail: str = "") -> Check:
     """The q-quantile may grow by at most ``max_increase_pct`` from before to after, judged
-    on the interval of the ratio after/before: FAIL when its lower bound exceeds 1 + pct/100
-    (a regression beyond the allowance, with confidence), PASS when its upper bound is
-    within it, INCONCLUSIVE otherwise, and with no baseline, no after data or runs too
-    small for an interval (the detail gives the n per run). ``n`` counts the after run.
+    by a one-sided exceedance test (:mod:`readiness.core.comparison_rule`): FAIL when the
+    after run exceeds the pooled q-quantile of (after, before × allowance) significantly
+    more often (a regression beyond the allowance, at one-sided α), PASS when it does so
+    significantly less often (the non-inferiority mirror), INCONCLUSIVE otherwise and
+    without a baseline or after data. The detail states the smallest rise the test detects
+    with 80% power at these sizes. ``n`` counts the after run.
 
-    ``min_increase_ms`` is the noise floor: a rise must also exceed it in ms (the lower
-    bound of after - before) to FAIL, and a rise whose upper bound is within it PASSes —
-    a 3 ms endpoint answering in 6 ms is +100% but no regression."""
+    ``min_increase_ms`` is the noise floor: the allowance is before × (1 + pct/100) or
+    before + floor, whichever is larger, so a 3 ms endpoint answering in 6 ms is +100% but
+    no regression."""
     where = f"regression_check {id}"
     for name, value in (("max_increase_pct", max_increase_pct), ("min_increase_ms", min_increase_ms)):
         if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value >= 0):
@@ -294,25 +389,26 @@ def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, aft
     return _comparison(where, before_ms, after_ms, q, confidence,
                        _fields(id, phase, title, app, window, severity, tags, evidence), detail,
                        ratio=True, limit=limit,
-                       endings={Status.FAIL: f": lower bound > {bar}, a rise beyond {rise}",
-                                Status.PASS: f": upper bound <= {bar}, a rise of at most {rise}",
-                                Status.INCONCLUSIVE: f" straddles {bar} ({rise})"},
+                       endings={Status.FAIL: f": a rise beyond {rise} (×{bar}) is shown",
+                                Status.PASS: f": a rise of at most {rise} (×{bar}) is shown",
+                                Status.INCONCLUSIVE: f": neither a rise beyond {rise} (×{bar}) nor one within it "
+                                                     "is shown"},
                        floor_ms=float(min_increase_ms))
 
 
 def improvement_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
-                      confidence: float = 0.95, app: str | None = None, tags: Iterable[str] = (),
+                      confidence: float = DECISION_CONFIDENCE, app: str | None = None, tags: Iterable[str] = (),
                       evidence: Iterable[str] = (), severity: str = "P1", window: str | None = None,
                       detail: str = "") -> Check:
-    """The after run must be faster at the q-quantile: PASS when the interval of
-    after - before (ms) lies entirely below 0, FAIL when entirely above 0, INCONCLUSIVE
-    when it includes 0, with no baseline, no after data or runs too small for an
-    interval (the detail gives the n per run). ``n`` counts the after run."""
+    """The after run must be faster at the q-quantile: PASS when the after run exceeds the
+    pooled q-quantile of both runs significantly less often than the before run (one-sided
+    exceedance test at α), FAIL when significantly more often, INCONCLUSIVE otherwise and
+    without a baseline or after data. ``n`` counts the after run."""
     return _comparison(f"improvement_check {id}", before_ms, after_ms, q, confidence,
                        _fields(id, phase, title, app, window, severity, tags, evidence), detail,
                        ratio=False, limit=0.0,
-                       endings={Status.PASS: " < 0: after is faster", Status.FAIL: " > 0: after is slower",
-                                Status.INCONCLUSIVE: " includes 0"})
+                       endings={Status.PASS: ": after is faster", Status.FAIL: ": after is slower",
+                                Status.INCONCLUSIVE: ": neither faster nor slower is shown"})
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -430,10 +526,25 @@ def combine(id: str, phase: str, title: str, parts: Sequence[Check], *, app: str
         text = f"{passed}/{len(parts)} parts PASS; not passing: {failing}"
     return Check(id=id, phase=phase, title=title, status=status, app=app, observed=float(passed),
                  threshold=float(len(parts)), comparator="==", unit="parts", n=len(parts),
+                 **_all_of_design(parts, status),
                  window=window, severity=severity,
                  tags=_union(tags, *(p.tags for p in parts)),
                  evidence=_union(evidence, *(p.evidence for p in parts)),
                  detail=_join(text, detail))
+
+
+def _all_of_design(parts: Sequence[Check], status: Status) -> dict[str, Any]:
+    """An all-of check as one test for the run-wide correction: its statistical parts'
+    smallest p-value times their number (Bonferroni inside; FAIL parts only when it FAILs).
+    A FAIL resting on a fact (or a rule without a p-value) has none: a fact is not corrected."""
+    tested = [p for p in parts if p.p_value is not None and p.rule]
+    if not tested:
+        return {}
+    failing = [p for p in parts if p.status is Status.FAIL]
+    if status is Status.FAIL and any(p.p_value is None or not p.rule for p in failing):
+        return {}
+    pool = failing if status is Status.FAIL else tested
+    return _design("all_of", ONE_SIDED, ALPHA, min(1.0, len(tested) * min(float(p.p_value or 0.0) for p in pool)))
 
 
 @dataclass(frozen=True)
@@ -445,24 +556,34 @@ class Interval:
     ci_high: float
     n: int
     threshold: float
+    #: Two-sided level of [ci_low, ci_high]: 90%, so that each end is a one-sided 95% bound
+    #: like every other rule's.
+    level: float = 0.90
 
 
 def interval_check(*, id: str, phase: str, title: str, estimate: Interval | None, unit: str,
                    tags: Iterable[str], evidence: Iterable[str], severity: str = "P2", app: str | None = None,
                    window: str | None = None, missing: str = "no data", detail: str = "") -> Check:
     """Higher is better: PASS when the whole interval lies above ``estimate.threshold``, FAIL
-    when it lies entirely below, INCONCLUSIVE across it or without an estimate (``missing``)."""
+    when it lies entirely below, INCONCLUSIVE across it or without an estimate (``missing``).
+
+    The interval is a resampling one (a bootstrap), so each end is a one-sided bound at
+    (1 + level)/2 and the rule records α = (1 − level)/2; it has no exact p-value, so its
+    FAIL stays outside the run-wide multiplicity correction (which says so)."""
     common = dict(id=id, phase=phase, title=title, app=app, unit=unit, window=window, severity=severity,
                   tags=tuple(tags), evidence=tuple(evidence), comparator=">")
     if estimate is None:
-        return Check(status=Status.INCONCLUSIVE, n=0, detail="; ".join(x for x in (missing, detail) if x), **common)
+        return Check(status=Status.INCONCLUSIVE, n=0, detail="; ".join(x for x in (missing, detail) if x),
+                     **_design("interval", ONE_SIDED, ALPHA, None), **common)
     e = estimate
-    shown = f"{e.value:.4g} {unit}, 95% interval [{e.ci_low:.4g}, {e.ci_high:.4g}]".replace(" ,", ",")
+    shown = (f"{e.value:.4g} {unit}, {format_percent(e.level)} interval "
+             f"[{e.ci_low:.4g}, {e.ci_high:.4g}]").replace(" ,", ",")
     if e.ci_low > e.threshold:
         status, text = Status.PASS, f"{shown} lies above {e.threshold:.4g}"
     elif e.ci_high < e.threshold:
         status, text = Status.FAIL, f"{shown} lies below {e.threshold:.4g}"
     else:
         status, text = Status.INCONCLUSIVE, f"{shown} straddles {e.threshold:.4g}"
-    return Check(status=status, observed=e.value, ci_low=e.ci_low, ci_high=e.ci_high, threshold=e.threshold,
-                 n=e.n, detail="; ".join(x for x in (text, detail) if x), **common)
+    return Check(status=status, observed=e.value, ci_low=e.ci_low, ci_high=e.ci_high, ci_level=e.level,
+                 threshold=e.threshold, n=e.n, detail="; ".join(x for x in (text, detail) if x),
+                 **_design("interval", ONE_SIDED, (1.0 - e.level) / 2.0, None), **common)

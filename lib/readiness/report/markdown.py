@@ -66,10 +66,13 @@ def fmt_num(value: float | str | None, unit: str = "", digits: int = 1) -> str:
     return f"{text} {unit}".strip()
 
 
-#: Most rules record a two-sided 95% interval; the column says so, and an interval of another
-#: level (the equivalence and non-inferiority rules' 90%) is marked where it is shown.
-DEFAULT_LEVEL = 0.95
-INTERVAL_COLUMN = "interval (95% unless marked)"
+#: Every rule decides PASS and FAIL as one-sided tests at α = 5% and records the two-sided
+#: 90% interval whose ends are those bounds; an interval at another level is marked.
+DEFAULT_LEVEL = 0.90
+INTERVAL_COLUMN = "interval (90% unless marked)"
+#: Said once in every report's header: how to read a verdict and its interval.
+DECISION_NOTE = ("each pass/fail decision is a one-sided test at α = 5%; intervals are two-sided 90% "
+                 "(their ends are the one-sided 95% bounds that decide) unless marked")
 
 
 def fmt_interval(check: Check) -> str:
@@ -155,7 +158,8 @@ def header(title: str, *, ecosystem: str, environment: str, run_name: str, profi
     return (f"# {title}\n\n"
             f"- Ecosystem: **{ecosystem}** ({environment})\n"
             f"- Run: `{run_name}`\n"
-            f"- Profile: {profile_note}\n")
+            f"- Profile: {profile_note}\n"
+            f"- Verdicts: {DECISION_NOTE}\n")
 
 
 def status_line(checks: Sequence[Check]) -> str:

@@ -164,7 +164,7 @@ def _exit_code(fail_on: str | None, grade: str | None) -> int:
 
 
 def _index(run: RunFolder, params: Params, results: list[PhaseResult], score: dict[str, Any] | None) -> None:
-    checks = run.read_checks()
+    checks = run.read_decisions().checks
     per_phase = {r.phase: summarize(c for c in checks if c.phase == r.phase) for r in results}
     render_index(run, title=f"Readiness audit — {params.ecosystem} ({params.environment})",
                  phases=[asdict(r) for r in results], score=score, profile_note=params.profile_note,

@@ -127,7 +127,7 @@ def write_attestation(run: RunFolder, params: Params, *, status: str | None = No
     ``status`` is the final status the runner is about to write (default: ``run.json``'s).
     """
     info = run.info()
-    checks = [c for c in run.read_checks() if c.phase != "attestation"]
+    checks = run.read_decisions(exclude_phase="attestation").checks
     results = [assess(c, checks, info.get("phases") or {}, run.root) for c in CLAIMS]
     passing = sum(r.verdict == Status.PASS.value for r in results)
     overall = ("**Attested**: every claim below holds on the evidence of this run." if passing == len(results)

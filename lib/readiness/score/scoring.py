@@ -18,7 +18,7 @@ failed P0 security check).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -190,6 +190,15 @@ def evaluate_level(level: Level, checks: Sequence[Check]) -> LevelResult:
     return LevelResult(level, reqs, holds, holds and bool(evidence), evidence)
 
 
+def undersized(checks: Iterable[Check]) -> list[Check]:
+    """Undecided checks whose sample was smaller than their design point needs
+    (``design_n``): a level they hold back is not shown to be missed, only not evidenced
+    at this profile's sample sizes."""
+    out = {c.id: c for c in checks if c.status is Status.INCONCLUSIVE and c.design_n is not None
+           and c.n is not None and c.n < c.design_n}
+    return list(out.values())
+
+
 def _action(owner: str, severity: str, rubric: Rubric, text: str) -> dict[str, str]:
     return {"owner": owner, "eta": rubric.eta_by_severity.of(severity),
             "risk": rubric.risk_by_severity.of(severity), "action": text}
@@ -208,6 +217,13 @@ def _shortfall(result: LevelResult, rubric: Rubric, owners: Mapping[str, str],
     gaps: list[str] = []
     actions: list[dict[str, str]] = []
     seen: set[str] = set()
+    short = undersized(c for r in result.requirements for c in r.matched)
+    if short:
+        named = ", ".join(f"{c.id} needs n ≥ {c.design_n}, has {c.n}" for c in short[:_IDS_SHOWN])
+        more = f" and {len(short) - _IDS_SHOWN} more" if len(short) > _IDS_SHOWN else ""
+        gaps.append(f"{head}: cannot be evidenced in this profile: {len(short)} undecided "
+                    f"check{'s' if len(short) != 1 else ''} took fewer samples than the design point needs "
+                    f"({named}{more})")
     for req in result.requirements:
         if not req.matched:
             gaps.append(f"{head}: no check matches {req.selector!r}")
@@ -221,7 +237,10 @@ def _shortfall(result: LevelResult, rubric: Rubric, owners: Mapping[str, str],
             gaps.append(f"{head}: {describe(check)}")
             owner = owners.get(check.app, default_owner) if check.app else default_owner
             details = _details(check)
-            text = f"{_VERB[check.status]} {check.id} ({check.status}{': ' + details if details else ''})"
+            verb = _VERB[check.status]
+            if check in short:
+                verb = f"Run with a sample of n ≥ {check.design_n} (the design point's size) for"
+            text = f"{verb} {check.id} ({check.status}{': ' + details if details else ''})"
             actions.append(_action(owner, check.severity, rubric, text))
     return gaps, actions
 

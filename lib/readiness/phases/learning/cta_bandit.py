@@ -33,7 +33,7 @@ import pandas as pd
 
 from readiness.core import aio
 from readiness.core.check import Status
-from readiness.core.verdict import Interval, interval_check, value_check
+from readiness.core.verdict import DECISION_LEVEL, Interval, interval_check, value_check
 from readiness.phasekit.context import Phase
 from readiness.probe.client import GuardedClient
 from readiness.probe.sandbox_control import admin_headers
@@ -291,9 +291,9 @@ def evaluate_offline(phase: Phase) -> pd.DataFrame:
         return checks_frame([check])
     target = fit(train, arms, exploration_rate=p.exploration_rate, seed=p.seed, weights=weights).propensities(
         p.posterior_draws)
-    cmp = compare_with_uniform(test.to_dict("records"), target, seed=p.seed)
+    cmp = compare_with_uniform(test.to_dict("records"), target, confidence=DECISION_LEVEL, seed=p.seed)
     d = cmp.snips_difference
-    check = interval_check(estimate=Interval(d.value, d.ci_low, d.ci_high, len(test), 0.0), detail=(
+    check = interval_check(estimate=Interval(d.value, d.ci_low, d.ci_high, len(test), 0.0, DECISION_LEVEL), detail=(
         f"fit on {len(train)} rows, evaluated on {len(test)}; SNIPS learned {cmp.learned.snips.value:.4f} "
         f"vs uniform {cmp.uniform.snips.value:.4f}; IPS difference {cmp.ips_difference.value:.4f} "
         f"[{cmp.ips_difference.ci_low:.4f}, {cmp.ips_difference.ci_high:.4f}]"), **common)

@@ -61,7 +61,7 @@ TIMER_NOISE_FLOOR_S = 0.002
 MIN_PER_INDEX = 3  # gaps an attempt index needs before it counts for the growth fit
 JITTER_MIN_PER_INDEX = 5  # a median of fewer gaps is too rough to normalise by
 RESAMPLES = 2000
-CONFIDENCE = 0.95
+CONFIDENCE = 0.90  # two-sided: each end a one-sided 95% bound, as in every rule
 POLL_S = 2.5
 MAX_EVENTS = 100_000
 LEGAL_EDGES = {("closed", "open"), ("open", "half_open"), ("half_open", "closed"), ("half_open", "open")}
@@ -148,7 +148,7 @@ def growth_factor(gaps: pd.DataFrame, *, seed: int, resamples: int = RESAMPLES,
         slopes = (w * (x - xm[:, None]) * (y - ym[:, None])).sum(1) / sxx
     boot = np.exp(slopes[1:][np.isfinite(slopes[1:])])
     low, high = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return Interval(float(np.exp(slopes[0])), float(low), float(high), len(g), MIN_GROWTH)
+    return Interval(float(np.exp(slopes[0])), float(low), float(high), len(g), MIN_GROWTH, confidence)
 
 
 def timer_noise(gaps: pd.DataFrame, *, seed: int = 0, resamples: int = RESAMPLES) -> float:
@@ -180,7 +180,7 @@ def jitter_dispersion(gaps: pd.DataFrame, *, seed: int, resamples: int = RESAMPL
     low, high = np.percentile(iqr, [50 * (1 - confidence), 50 * (1 + confidence)])
     bound = timer_noise(gaps, seed=seed) / min(float(np.median(v)) for v in groups)
     value = float(np.subtract(*np.percentile(pooled, [75, 25])))
-    return Interval(value, float(low), float(high), len(pooled), bound)
+    return Interval(value, float(low), float(high), len(pooled), bound, confidence)
 
 
 def bounded_attempts(cycles: Sequence[Mapping[str, Any]]) -> tuple[Status, int | None, str]:

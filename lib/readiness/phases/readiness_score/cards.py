@@ -206,7 +206,7 @@ def post_cards(phase: Phase, score: ReadinessScore) -> pd.DataFrame:
             Check(id=f"closing.cards.{k}", phase=phase.name, title=f"read-only cards {k}", status=Status.SKIPPED,
                   tags=TAGS, detail=no_center) for k in ("posted", "shown")]))
     cards = build_cards(run_id=run.root.name, ecosystem=phase.params.ecosystem, environment=phase.params.environment,
-                        root=run.root, score=score, checks=run.read_checks())
+                        root=run.root, score=score, checks=run.read_decisions().checks)
     refusal = production_writes_allowed(phase, "two read-only cards on the command center", (app,))
     if refusal:
         run.write_json(CARDS_FILE, {"blocked": refusal, "cards": cards})

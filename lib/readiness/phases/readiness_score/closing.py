@@ -119,7 +119,7 @@ def tile_problem(tile: Any) -> str | None:
 
 # -- the four cells --------------------------------------------------------------------------
 def _context(phase: Phase) -> tuple[Path, list[Check], dict[str, Any]]:
-    return phase.run.root, phase.run.read_checks(), phase.run.info()
+    return phase.run.root, phase.run.read_decisions().checks, phase.run.info()
 
 
 def _base(phase: Phase) -> dict[str, Any]:

@@ -30,23 +30,30 @@ from readiness.score.scoring import (
     top_actions,
 )
 
+#: What the run-wide multiplicity correction kept and demoted.
+MULTIPLICITY = "evidence/multiplicity.json"
+
 
 def rubric(phase: Phase) -> Rubric:
     return load_rubric(phase.params.rubric_path(phase.params_file))
 
 
 def compute(phase: Phase) -> ReadinessScore:
-    """Score every check the other phases recorded in this run.
+    """Score every check the other phases recorded in this run, as the run decides them
+    (each FAIL held to the run-wide multiplicity correction, written to ``MULTIPLICITY``).
 
     Evidence paths that do not exist in the run folder are dropped first: the evidence
     rule is about files a reader can open, not about names.
     """
     root = phase.run.root
+    decided = phase.run.read_decisions(exclude_phase=phase.name)
+    phase.run.write_json(MULTIPLICITY, decided.summary())
     checks = [dataclasses.replace(c, evidence=tuple(e for e in c.evidence if (root / e).is_file()))
-              for c in phase.run.read_checks() if c.phase != phase.name]
+              for c in decided.checks]
     return score_checks(checks, rubric(phase), owners=phase.params.owners,
                         assumptions=[phase.params.profile_note,
-                                     f"Ecosystem {phase.params.ecosystem} ({phase.params.environment})."])
+                                     f"Ecosystem {phase.params.ecosystem} ({phase.params.environment}).",
+                                     decided.sentence()])
 
 
 def _categories(score: ReadinessScore) -> list[dict[str, Any]]:
