@@ -5,5 +5,5 @@ written durably. It may import ``readiness.params`` and ``readiness.stats`` and 
 it never talks to a network.
 """
 
-__all__ = ["aio", "approvals", "check", "comparison_rule", "history", "multiplicity", "redact", "runfolder", "stop_conditions",
-           "verdict"]
+__all__ = ["aio", "approvals", "check", "comparison_rule", "history", "multiplicity", "redact", "runfolder", "sizing",
+           "stop_conditions", "verdict"]

@@ -39,6 +39,7 @@ from readiness.params.sections import (
     SANDBOX_APP_IDS,
     Approval,
     Attestation,
+    Design,
     Gate,
     HttpLimits,
     Latency,
@@ -130,6 +131,7 @@ class Params(StrictModel):
     target: Literal["sandbox", "external"]
     apps: list[App] = Field(min_length=1)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    design: Design = Field(default_factory=Design)
     windows: Windows
     synthetic: Synthetic = Field(default_factory=Synthetic)
     secrets: Secrets = Field(default_factory=Secrets)

@@ -113,6 +113,32 @@ class Thresholds(StrictModel):
     agreement_min: float = Field(default=0.95, gt=0, lt=1)
 
 
+class Design(StrictModel):
+    """What a good system looks like, so that sample sizes can be planned (docs/statistics.md).
+
+    A check that only a perfect record can pass fails good systems by chance. Each family of
+    statistical checks therefore declares its *design point*: the true value of a system that
+    should pass, as a share of what the threshold allows. The planner
+    (:mod:`readiness.stats.design`) sizes n so that a system at the design point PASSes
+    with probability at least 1 − ``beta_level`` / ``checks_per_level``, and so that a rubric
+    level of that many checks is blocked by chance at most ``beta_level`` of the time.
+    """
+
+    #: The chance that a rubric level of good checks is blocked by chance, at most.
+    beta_level: float = Field(default=0.10, gt=0, lt=1)
+    #: m: the number of statistical checks one rubric level holds (the largest level counts).
+    checks_per_level: int = Field(default=50, ge=1, le=10_000)
+    #: Good: failures at this share of what a success target allows (0.2: 99% against 95%).
+    success_allowance_share: float = Field(default=0.2, gt=0, lt=1)
+    #: Good: errors at this share of the maximum (0.25: 0.25% against 1%).
+    error_allowance_share: float = Field(default=0.25, gt=0, lt=1)
+    #: Good: requests above a Pq threshold at this share of 1 − q (0.2: 1% above a P95 threshold).
+    latency_allowance_share: float = Field(default=0.2, gt=0, lt=1)
+    #: The before/after regression a gating comparison must detect with 80% power (×1.44:
+    #: +20% on top of the +20% allowance).
+    regression_detect_ratio: float = Field(default=1.44, gt=1)
+
+
 class WindowSet(StrictModel):
     """Durations in seconds. All must be > 0: a zero window would make stability vacuous."""
 
@@ -231,6 +257,8 @@ class Release(StrictModel):
 class Smoke(StrictModel):
     """Dual-source smoke sampling (docs/phases.md#01-smoke)."""
 
+    #: The most probes per app this profile affords over the stable window; the run takes fewer
+    #: when the design point of the error-rate check needs fewer (:mod:`readiness.core.sizing`).
     samples_per_app: int = Field(default=400, ge=1, le=100_000)
     stable_slices: int = Field(default=2, ge=2, le=60)
 
@@ -253,10 +281,15 @@ class FlagComparison(StrictModel):
 class Latency(StrictModel):
     """Latency profiling (docs/phases.md#02-latency-profile): >= 200 samples per critical endpoint."""
 
+    #: The most samples per endpoint and mode this profile affords; the run takes fewer when
+    #: the design point needs fewer (:mod:`readiness.core.sizing`).
     samples_per_endpoint: int = Field(default=200, ge=1, le=1_000_000)
     qps: float = Field(default=2.0, gt=0)  # per endpoint; at most http.max_qps
     modes: list[Literal["warm", "cold"]] = Field(default_factory=lambda: ["warm", "cold"], min_length=1)
     rollback_samples: int = Field(default=60, ge=1, le=100_000)
+    #: The profile runs in this many blocks, the modes alternating within each, so that one
+    #: host state (a GC pause, a noisy neighbour) does not land on one mode's whole series.
+    interleave_blocks: int = Field(default=4, ge=1, le=100)
     histogram_bins: int = Field(default=50, ge=5, le=200)
     compare_flags: list[FlagComparison] = Field(default_factory=list)
 

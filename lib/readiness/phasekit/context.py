@@ -20,6 +20,7 @@ from IPython.display import Markdown
 from readiness.core.approvals import require_approval
 from readiness.core.check import Check, Status
 from readiness.core.runfolder import RunFolder
+from readiness.core.sizing import annotate_all
 from readiness.params.model import SUITE_ROOT, Params, load_params
 from readiness.params.registry import PHASES, not_applicable_reason
 from readiness.probe.client import ClientLimits, GuardedClient, SyntheticPolicy
@@ -97,6 +98,9 @@ class Phase:
         return check
 
     def record(self, checks: list[Check]) -> list[Check]:
+        """Write ``checks`` to the run, each statistical one stamped with the n its design
+        point needs (:func:`readiness.core.sizing.annotate`); returns what was written."""
+        checks = annotate_all(checks, self.params.design)
         self.run.record_checks(self.name, checks)
         return checks
 

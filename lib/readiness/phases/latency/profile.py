@@ -1,8 +1,10 @@
 """Phase 02: latency profiling of every critical endpoint (docs/phases.md#02-latency-profile).
 
-Each critical route is probed ``latency.samples_per_endpoint`` times per mode (warm:
-keep-alive; cold: a new connection each time) by the open-model prober, all endpoints
-concurrently, each at ``latency.qps``. On the sandbox, routes named in
+Each critical route is probed n times per mode (warm: keep-alive; cold: a new connection
+each time) by the open-model prober, all endpoints concurrently, each at ``latency.qps``;
+n is what the design point needs, capped by ``latency.samples_per_endpoint``
+(:func:`profile_size`). The modes alternate in ``latency.interleave_blocks`` blocks, so a
+slow spell of the host is shared between them instead of landing on one mode's series. On the sandbox, routes named in
 ``latency.compare_flags`` are then profiled with their fix flag ON and again after the
 flag is switched back OFF, which shows the fix and its rollback in the same run. Every
 probe lands in ``evidence/latency_samples.parquet``; the tables, verdicts, comparison
@@ -18,6 +20,7 @@ from IPython.display import Markdown
 
 from readiness.core.check import Check, Status
 from readiness.core.history import SAMPLES_FILE, load_samples
+from readiness.core.sizing import SampleSize, sample_size
 from readiness.core.verdict import improvement_check, latency_check, rate_check
 from readiness.params.model import App, Route
 from readiness.phasekit.context import Phase, part
@@ -86,11 +89,48 @@ def profile(phase: Phase) -> pd.DataFrame:
         phase.record([Check(id="latency.profile", phase=phase.name, title="critical endpoints profiled",
                             status=Status.INCONCLUSIVE, detail="no critical_routes in params")])
         return pd.DataFrame()
+    lat, size = phase.params.latency, profile_size(phase)
+    phase.run.write_json(SIZE_FILE, {"samples_per_endpoint": size.n, "planned": size.planned, "budget": size.budget,
+                                     "interleave_blocks": lat.interleave_blocks, "why": size.describe()})
     frames = [_warm_up(phase, targets)]
-    frames += [_probe(phase, targets, phase.params.latency.samples_per_endpoint, mode, PROFILE)
-               for mode in phase.params.latency.modes]
+    done = 0
+    for block, n in enumerate(_blocks(size.n, lat.interleave_blocks)):
+        modes = lat.modes if block % 2 == 0 else list(reversed(lat.modes))
+        for mode in modes:
+            frames.append(_block(phase, targets, n, mode, done))
+        done += n
     frame = _append(phase, pd.concat(frames, ignore_index=True))
     return _overview(frame[frame.label == PROFILE])
+
+
+#: How many samples the profile took per endpoint and mode, and why.
+SIZE_FILE = "evidence/latency_sample_size.json"
+
+
+def profile_size(phase: Phase) -> SampleSize:
+    """Samples per endpoint and mode: what a P95 verdict at the design point needs, capped by
+    ``latency.samples_per_endpoint`` (the profile's budget). The rule is distribution-free,
+    so the planned n depends on the quantile only, not on the threshold."""
+    p = phase.params
+    return sample_size(p.design, p.latency.samples_per_endpoint, "latency", p.thresholds.p95_ms, q=0.95,
+                       alpha=1.0 - p.thresholds.confidence)
+
+
+def _blocks(n: int, blocks: int) -> list[int]:
+    """``n`` split into at most ``blocks`` near-equal positive parts."""
+    k = max(1, min(blocks, n))
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def _block(phase: Phase, targets: list[ProbeTarget], n: int, mode: str, seq_from: int) -> pd.DataFrame:
+    """One block of one mode. A warm block opens its keep-alive connection with one extra
+    request, labelled as warm-up and never judged; ``seq`` continues across blocks."""
+    extra = 1 if mode == "warm" else 0
+    frame = _probe(phase, targets, n + extra, mode, PROFILE)
+    frame["seq"] = frame["seq"] - extra + seq_from
+    if extra:
+        frame.loc[frame["seq"] < seq_from, "label"] = WARMUP
+    return frame
 
 
 def _flag_label(flag: str, state: str) -> str:

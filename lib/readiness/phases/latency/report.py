@@ -22,7 +22,7 @@ from readiness.core.runfolder import latest_complete_run
 from readiness.core.verdict import regression_check
 from readiness.params.model import Params
 from readiness.phasekit.context import Phase
-from readiness.phases.latency.profile import PROFILE, WARMUP, critical_routes, good_latencies
+from readiness.phases.latency.profile import PROFILE, WARMUP, critical_routes, good_latencies, profile_size
 from readiness.report.charts import MAX_CHART_ROWS, ecdf_chart, histogram_bins_chart, save_chart
 from readiness.report.markdown import checks_table, header
 from readiness.stats.latency import ecdf, histogram, percentile_summary, quantile_difference
@@ -224,9 +224,9 @@ def write_report(phase: Phase) -> Markdown:
     text = (header("Latency profile (staging validation)", ecosystem=phase.params.ecosystem,
                    environment=phase.params.environment, run_name=phase.run.root.name,
                    profile_note=phase.params.profile_note)
-            + f"\nRate {phase.params.latency.qps:g} requests/s per endpoint, "
-              f"{phase.params.latency.samples_per_endpoint} samples per endpoint and mode "
-              f"({', '.join(phase.params.latency.modes)}). Tables: `{PROFILES_CSV}`, `{COMPARISON_CSV}`; "
+            + f"\nRate {phase.params.latency.qps:g} requests/s per endpoint; per endpoint and mode "
+              f"({', '.join(phase.params.latency.modes)}, interleaved in {phase.params.latency.interleave_blocks} "
+              f"blocks): {profile_size(phase).describe()}. Tables: `{PROFILES_CSV}`, `{COMPARISON_CSV}`; "
               f"raw samples: `{SAMPLES_FILE}`.\n\n"
             + ("## Stop condition\n\n" + "\n".join(f"- {s['reason']}" for s in stops) + "\n\n" if stops else "")
             + "## Hot path and fixes\n\n" + (checks_table(hot) if hot else "No hot-path route configured.")

@@ -22,8 +22,9 @@ from IPython.display import Markdown
 
 from readiness.core import aio
 from readiness.core.check import Check, Status
+from readiness.core.sizing import SampleSize, sample_size
 from readiness.core.verdict import combine, error_rate_check, latency_check, rate_check
-from readiness.params.model import App
+from readiness.params.model import App, Params
 from readiness.phasekit.context import Phase
 from readiness.probe.client import GuardedClient, Sample
 from readiness.probe.telemetry_store import TelemetryAbsent, TelemetryUnavailable, iso, parse_ts
@@ -69,8 +70,16 @@ async def _schedule(client: GuardedClient, app: App, n: int, n_burn: int, window
     return [(kind, offset, await task) for kind, offset, task in tasks]
 
 
+def smoke_size(p: Params) -> SampleSize:
+    """Probes per app: what the strictest app's error-rate check needs at the design point,
+    capped by ``smoke.samples_per_app`` (the profile's budget)."""
+    sizes = [sample_size(p.design, p.smoke.samples_per_app, "error_rate", app.slo.error_rate_max,
+                         alpha=1.0 - p.thresholds.confidence) for app in p.apps]
+    return max(sizes, key=lambda s: (s.n, s.planned or 0))
+
+
 def probe_window(phase: Phase) -> pd.DataFrame:
-    """Method A: a burn-in, then ``smoke.samples_per_app`` probes per app over the stable window.
+    """Method A: a burn-in, then n probes per app over the stable window (:func:`smoke_size`).
 
     The burn-in runs at the same rate for ``windows.burn_in_s`` first. Its probes are kept
     as evidence (``window = burn_in``) but never judged: the first seconds measure the
@@ -78,7 +87,8 @@ def probe_window(phase: Phase) -> pd.DataFrame:
     steady state.
     """
     p = phase.params
-    n, window_s = p.smoke.samples_per_app, p.windows.active.stable_window_s
+    size = smoke_size(p)
+    n, window_s = size.n, p.windows.active.stable_window_s
     n_burn = round(p.windows.active.burn_in_s * n / window_s)
 
     async def go() -> tuple[str, str, list[dict[str, Any]]]:
@@ -95,7 +105,9 @@ def probe_window(phase: Phase) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     phase.run.write_frame(SAMPLES, df)
     phase.run.write_json("evidence/smoke_window.json", {"start": start, "end": end, "window_s": window_s,
-                                                        "samples_per_app": n, "burn_in_samples_per_app": n_burn})
+                                                        "samples_per_app": n, "burn_in_samples_per_app": n_burn,
+                                                        "planned_samples_per_app": size.planned,
+                                                        "sample_size": size.describe()})
     return _summary(df[df.window == "stable"])
 
 
