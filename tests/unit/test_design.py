@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from readiness.core.verdict import error_rate_check, rate_check, share_check
 from readiness.stats.design import (
     CountRegions,
     DesignPoint,
@@ -33,7 +34,6 @@ from readiness.stats.design import (
     success_rate_oc,
 )
 from readiness.stats.quantiles import quantile_interval
-from readiness.stats.rates import wilson_interval
 
 ALPHA = 0.05
 WILSON = 1.0 - 2.0 * ALPHA  # the two-sided 90% interval of the rate and share rules
@@ -43,17 +43,14 @@ TRUE_VALUES = (0.0, 0.002, 0.01, 0.05, 0.1, 0.3, 0.5, 0.9, 0.95, 0.99, 1.0)
 
 # ------------------------------------------------------------------ brute force
 def rate_status(family: str, k: int, n: int, threshold: float, margin: float | None = None) -> str:
-    """The rule, written out from its definition on the Wilson 90% interval."""
-    low, high = wilson_interval(k, n, WILSON)
+    """The verdict rule itself (readiness.core.verdict) on a count k of n: the OC must match it."""
+    where = {"id": "x.y", "phase": "p", "title": "t"}
     if family == "success":
-        return "PASS" if low >= threshold else "FAIL" if high < threshold else "INCONCLUSIVE"
+        return rate_check(**where, successes=k, n=n, target=threshold).status.value
     if family == "error":
-        return "PASS" if high < threshold else "FAIL" if low >= threshold else "INCONCLUSIVE"
+        return error_rate_check(**where, errors=k, n=n, max_rate=threshold).status.value
     assert margin is not None
-    band_low, band_high = max(0.0, threshold - margin), min(1.0, threshold + margin)
-    if band_low <= low and high <= band_high:
-        return "PASS"
-    return "FAIL" if high < band_low or low > band_high else "INCONCLUSIVE"
+    return share_check(**where, arrived=k, n=n, rate=threshold, margin=margin).status.value
 
 
 def latency_samples(n: int, exceeding: int, threshold: float, rng: np.random.Generator) -> np.ndarray:

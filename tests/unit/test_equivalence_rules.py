@@ -52,7 +52,8 @@ def test_a_share_at_the_edge_of_the_band_passes_at_most_alpha_of_the_time(bounda
 
 
 def test_a_share_twice_the_margin_away_is_caught() -> None:
-    assert share_oc(0.20, 400, 0.10, 0.05)[Status.FAIL] >= 0.85
+    # 0.825: a FAIL also needs the exact binomial tail beyond the band edge at most α
+    assert share_oc(0.20, 400, 0.10, 0.05)[Status.FAIL] >= 0.80
     assert share_oc(1.0 - 1e-9, 400, 0.10, 0.05)[Status.FAIL] > 0.999  # a leak: every success shipped
 
 

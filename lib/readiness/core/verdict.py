@@ -76,6 +76,8 @@ ALPHA = 0.05
 #: The one-sided confidence of the bounds that decide (1 − α); rules take it as ``confidence``.
 DECISION_CONFIDENCE = 1.0 - ALPHA
 ONE_SIDED, TOST = "one-sided", "TOST"
+#: An exact p-value equal to α up to rounding (1 − 0.95 is 0.050000000000000044) counts as α.
+P_TOLERANCE = 1e-12
 
 
 def two_sided_level(confidence: float) -> float:
@@ -102,7 +104,9 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     1 − 2α interval); an interval across the threshold is INCONCLUSIVE.
 
     The FAIL side's p-value is the exact binomial tail at the threshold: P(X <= successes)
-    at the target rate, or P(X >= errors) at the maximum rate."""
+    at the target rate, or P(X >= errors) at the maximum rate. A FAIL needs it at most α as
+    well: the score bound alone rejects too often at small n (one error in 20 against a 1%
+    maximum has a Wilson lower bound above 1% but an exact p of 0.18)."""
     count, n = as_counts(count, n, count_name, where)
     threshold = as_unit(threshold, threshold_name, where)
     confidence = as_unit(confidence, "confidence", where)
@@ -129,8 +133,12 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     record = f"({count}/{n})"
     if passed:
         status, text = Status.PASS, f"{pass_text} {record}"
-    elif failed:
+    elif failed and p_value <= alpha + P_TOLERANCE:
         status, text = Status.FAIL, f"{fail_text} {record}; exact one-sided {format_p(p_value)}"
+    elif failed:  # the score bound over-rejects at small n; the exact tail decides a FAIL
+        status = Status.INCONCLUSIVE
+        text = (f"{fail_text} {record}, but the exact one-sided {format_p(p_value)} > α "
+                f"{format_percent(alpha)}: a FAIL is not shown")
     else:
         status = Status.INCONCLUSIVE
         interval = f"[{format_percent(low, threshold)}, {format_percent(high, threshold)}]"
@@ -199,8 +207,8 @@ def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: 
     record = f"({arrived}/{n} arrived; equivalence test, one-sided α {format_percent(alpha)} each side)"
     if band_low <= low and high <= band_high:
         status, text = Status.PASS, f"{shown} inside {band} {record}"
-    elif high < band_low or low > band_high:
-        status, text = Status.FAIL, f"{shown} outside {band} {record}"
+    elif (high < band_low or low > band_high) and p_value <= alpha + P_TOLERANCE:
+        status, text = Status.FAIL, f"{shown} outside {band} {record}; exact one-sided {format_p(p_value)}"
     else:
         status = Status.INCONCLUSIVE
         text = (f"{shown} not inside {band} {record}; about n ≥ {min_n_for_share_margin(rate, margin, alpha)} "

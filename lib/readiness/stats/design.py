@@ -254,15 +254,22 @@ class _Rule:
                 if r_lower is not None:
                     failing.append((n - r_lower + 1, n))
             else:
-                w, t = _Wilson(n, self.confidence), self.threshold
+                # A rate FAILs when its Wilson bound is beyond the threshold *and* the exact
+                # binomial tail there is at most α (the Wilson bound alone over-rejects at
+                # small n: 1 error in 20 against a 1% maximum has p = 0.18).
+                w, t, a = _Wilson(n, self.confidence), self.threshold, self.alpha
                 if self.family == "success":
-                    failing.append((0, _first_true(lambda k: not w(k)[1] < t, 0, n) - 1))
+                    failing.append((0, min(_first_true(lambda k: not w(k)[1] < t, 0, n) - 1, _exact_low(n, t, a))))
                 elif self.family == "error":
-                    failing.append((_first_true(lambda k: w(k)[0] >= t, 0, n), n))
+                    failing.append((max(_first_true(lambda k: w(k)[0] >= t, 0, n), _exact_high(n, t, a)), n))
                 else:
                     band_low, band_high = self.band
-                    failing.append((0, _first_true(lambda k: not w(k)[1] < band_low, 0, n) - 1))
-                    failing.append((_first_true(lambda k: w(k)[0] > band_high, 0, n), n))
+                    if band_low > 0.0:
+                        failing.append((0, min(_first_true(lambda k: not w(k)[1] < band_low, 0, n) - 1,
+                                               _exact_low(n, band_low, a))))
+                    if band_high < 1.0:
+                        failing.append((max(_first_true(lambda k: w(k)[0] > band_high, 0, n),
+                                            _exact_high(n, band_high, a)), n))
         return CountRegions(n=n, passing=self.pass_range(n),
                             failing=tuple(r for r in failing if r[0] <= r[1]))
 
@@ -275,6 +282,32 @@ class _Rule:
             return value + self.threshold < 1.0  # not value < 1 − q: 1 − 0.95 is 0.050000000000000044
         band_low, band_high = self.band
         return band_low < value < band_high
+
+
+#: An exact tail equal to α up to rounding counts as α (as in the verdict rules).
+P_TOLERANCE = 1e-12
+
+
+def _exact_low(n: int, p: float, alpha: float) -> int:
+    """The largest count k with P(Binomial(n, p) <= k) <= α (−1 when none)."""
+    alpha += P_TOLERANCE
+    k = int(binom.ppf(alpha, n, p))
+    while k >= 0 and binom.cdf(k, n, p) > alpha:
+        k -= 1
+    while k + 1 <= n and binom.cdf(k + 1, n, p) <= alpha:
+        k += 1
+    return k
+
+
+def _exact_high(n: int, p: float, alpha: float) -> int:
+    """The smallest count k with P(Binomial(n, p) >= k) <= α (n + 1 when none)."""
+    alpha += P_TOLERANCE
+    k = int(binom.isf(alpha, n, p)) + 1
+    while k > 0 and binom.sf(k - 2, n, p) <= alpha:
+        k -= 1
+    while k <= n and binom.sf(k - 1, n, p) > alpha:
+        k += 1
+    return k
 
 
 def _rule(family: str, threshold: float, alpha: float, q: float | None, margin: float | None,
