@@ -67,7 +67,7 @@ def test_ten_fast_learners() -> None:
     assert checks["activation.ttfv.p50"].status is Status.PASS and checks["activation.ttfv.p50"].unit == "ms"
     p90 = checks["activation.ttfv.p90"]
     assert p90.status is Status.INCONCLUSIVE and "95% upper bound needs n ≥ 29" in p90.detail
-    assert checks["activation.journeys"].detail.endswith("a PASS needs n ≥ 25 with zero failures")
+    assert checks["activation.journeys"].detail.endswith("a PASS needs n ≥ 29 with zero failures")
     cross = checks["activation.ttfv.crosscheck"]
     assert cross.status is Status.PASS and cross.observed == pytest.approx(0.05) and cross.n == 10
     assert all(c.tags for c in checks.values()) and set(checks) == {

@@ -12,7 +12,8 @@ from scipy.stats import binom
 
 from readiness.core.check import Status
 from readiness.core.verdict import noninferiority_check, share_check
-from readiness.stats.rates import min_n_for_share_margin, newcombe_interval
+from readiness.stats.design import planned_n
+from readiness.stats.rates import newcombe_interval
 
 ALPHA = 0.05
 TOLERANCE = 0.01  # a discrete test's size may exceed α slightly at a boundary
@@ -40,10 +41,11 @@ def noninferiority_oc(after: float, before: float, n: int, n_before: int, margin
 
 # -- the share rule (sampling policy 10% ± 5 points at 400 probes; bandit arms ± 5 points) ----
 def test_a_share_exactly_on_target_passes_at_the_planned_n_and_practically_never_fails() -> None:
-    n = min_n_for_share_margin(0.10, 0.05)
-    assert n == 390
-    oc = share_oc(0.10, 400, 0.10, 0.05)
+    n = planned_n("share", 0.10, 0.10, 1, beta_level=0.10, margin=0.05)
+    assert n == 423
+    oc = share_oc(0.10, n, 0.10, 0.05)
     assert oc[Status.PASS] >= 0.90 and oc[Status.FAIL] < 1e-5
+    assert share_oc(0.10, 400, 0.10, 0.05)[Status.PASS] >= 0.85
 
 
 @pytest.mark.parametrize("boundary", [0.05, 0.15])

@@ -129,8 +129,8 @@ def test_share_fails_only_when_the_interval_lies_outside_the_band() -> None:
 def test_share_is_inconclusive_when_too_few_probes_to_tell() -> None:
     c = _share(4, 40)
     assert c.status is Status.INCONCLUSIVE
-    assert c.detail.endswith("(4/40 arrived; equivalence test, one-sided α 5% each side); about n ≥ 390 decide a "
-                             "share on target with 90% power")
+    assert c.detail.endswith("(4/40 arrived; equivalence test, one-sided α 5% each side); n ≥ 423 pass a share "
+                             "on target with 90% probability")
     assert _share(0, 0).status is Status.INCONCLUSIVE
 
 

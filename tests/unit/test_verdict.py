@@ -74,6 +74,9 @@ def test_sample_size_for_a_perfect_record() -> None:
     assert wilson_interval(72, 72)[0] < 0.95 <= wilson_interval(73, 73)[0]
     assert min_n_for_rate(0.95, 0.90) == 52
     assert min_n_for_error_rate(0.01, 0.90) == 268
+    # with the exact binomial test as well (what the rules need): 0.95^n <= 5% and 0.99^n <= 5%
+    assert min_n_for_rate(0.95, 0.90, exact_alpha=0.05) == 59
+    assert min_n_for_error_rate(0.01, 0.90, exact_alpha=0.05) == 299
     # z^2/(n+z^2) < 0.01  <=>  n > 99 z^2 = 380.3
     assert min_n_for_error_rate(0.01) == 381
     assert wilson_interval(0, 381)[1] < 0.01 <= wilson_interval(0, 380)[1]
@@ -88,10 +91,11 @@ def test_sample_size_for_a_perfect_record() -> None:
     (190, 200, Status.INCONCLUSIVE,
      "Wilson 90% interval [91.81%, 96.99%] straddles target 95% (190/200)"),
     (40, 40, Status.INCONCLUSIVE, "Wilson 90% interval [93.66%, 100%] straddles target 95% "
-     "(40/40); a PASS needs n ≥ 52 with zero failures"),
-    (51, 51, Status.INCONCLUSIVE, "Wilson 90% interval [94.96%, 100%] straddles target 95% "
-     "(51/51); a PASS needs n ≥ 52 with zero failures"),
-    (52, 52, Status.PASS, "one-sided 95% Wilson lower bound 95.05% >= target 95% (52/52)"),
+     "(40/40); a PASS needs n ≥ 59 with zero failures"),
+    # the Wilson bound alone would PASS from 52; the exact tail, 0.95^58 = 0.051, does not
+    (58, 58, Status.INCONCLUSIVE, "one-sided 95% Wilson lower bound 95.54% >= target 95% (58/58), but the exact "
+     "one-sided p = 0.051 > α 5%: a PASS is not shown"),
+    (59, 59, Status.PASS, "one-sided 95% Wilson lower bound 95.62% >= target 95% (59/59)"),
     (0, 0, Status.INCONCLUSIVE, "no data"),
 ])
 def test_rate_check_branches(successes: int, n: int, status: Status, detail: str) -> None:
@@ -140,11 +144,13 @@ def test_rate_check_rejects_bad_input(kwargs: dict, message: str) -> None:
     (30, 1000, Status.FAIL,
      "one-sided 95% Wilson lower bound 2.23% >= max 1% (30/1000); exact one-sided p < 1e-6"),
     (2, 200, Status.INCONCLUSIVE, "Wilson 90% interval [0.33%, 2.98%] straddles max 1% (2/200); "
-     "a PASS needs n ≥ 268 with zero errors"),
+     "a PASS needs n ≥ 299 with zero errors"),
     (5, 500, Status.INCONCLUSIVE, "Wilson 90% interval [0.49%, 2.04%] straddles max 1% (5/500)"),
     (0, 267, Status.INCONCLUSIVE, "Wilson 90% interval [0%, 1.003%] straddles max 1% (0/267); "
-     "a PASS needs n ≥ 268 with zero errors"),
-    (0, 268, Status.PASS, "one-sided 95% Wilson upper bound 0.999% < max 1% (0/268)"),
+     "a PASS needs n ≥ 299 with zero errors"),
+    (0, 298, Status.INCONCLUSIVE, "one-sided 95% Wilson upper bound 0.9% < max 1% (0/298), but the exact "
+     "one-sided p = 0.05004 > α 5%: a PASS is not shown"),
+    (0, 299, Status.PASS, "one-sided 95% Wilson upper bound 0.9% < max 1% (0/299)"),
     (0, 0, Status.INCONCLUSIVE, "no data"),
 ])
 def test_error_rate_check_branches(errors: int, n: int, status: Status, detail: str) -> None:

@@ -18,7 +18,7 @@ Two uses, one rule:
   rather than that it was missed.
 
 Families without a one-sample design point are left unstamped: an equivalence share states
-its own n (:func:`readiness.stats.rates.min_n_for_share_margin`), a before/after comparison
+its own n (:func:`readiness.stats.design.planned_n` for a share on target), a before/after comparison
 the smallest rise it detects, an all-of check inherits its parts.
 """
 

@@ -43,6 +43,7 @@ from scipy.stats import binom
 from readiness.core.check import Check, Status
 from readiness.core.comparison_rule import compare
 from readiness.stats.dependence import dependence_adjusted_interval
+from readiness.stats.design import planned_n
 from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
 from readiness.stats.latency import Samples
 from readiness.stats.quantiles import quantile_label
@@ -52,7 +53,6 @@ from readiness.stats.rates import (
     as_unit,
     min_n_for_error_rate,
     min_n_for_rate,
-    min_n_for_share_margin,
     newcombe_interval,
     wilson_interval,
 )
@@ -103,10 +103,13 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
     on the bad side decides FAIL, each at level ``confidence`` (the ends of the two-sided
     1 − 2α interval); an interval across the threshold is INCONCLUSIVE.
 
-    The FAIL side's p-value is the exact binomial tail at the threshold: P(X <= successes)
-    at the target rate, or P(X >= errors) at the maximum rate. A FAIL needs it at most α as
-    well: the score bound alone rejects too often at small n (one error in 20 against a 1%
-    maximum has a Wilson lower bound above 1% but an exact p of 0.18)."""
+    Each side also needs its exact binomial tail at the threshold to be at most α: the
+    score bound alone errs more often than α at some n (one error in 20 against a 1%
+    maximum has a Wilson lower bound above 1%, yet a system at exactly 1% shows it 18% of
+    the time; 52 clean requests pass a 95% target on the Wilson bound, yet a system at
+    exactly 95% shows them 6.9% of the time). So PASS and FAIL are each wrong at most α of
+    the time at the threshold, for every n. The FAIL side's tail is the recorded
+    ``p_value``: P(X <= successes) at the target rate, or P(X >= errors) at the maximum."""
     count, n = as_counts(count, n, count_name, where)
     threshold = as_unit(threshold, threshold_name, where)
     confidence = as_unit(confidence, "confidence", where)
@@ -119,6 +122,7 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
                      **_design(rule, ONE_SIDED, alpha, None), **common)
     low, high = wilson_interval(count, n, level)
     p_value = (binom.cdf(count, n, threshold) if higher_is_better else binom.sf(count - 1, n, threshold))
+    p_pass = (binom.sf(count - 1, n, threshold) if higher_is_better else binom.cdf(count, n, threshold))
     conf, word, limit = format_percent(confidence), "target" if higher_is_better else "max", format_percent(threshold)
 
     def bound(side: str, value: float, op: str) -> str:
@@ -131,20 +135,24 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
         passed, failed = high < threshold, low >= threshold
         pass_text, fail_text = bound("upper", high, "<"), bound("lower", low, ">=")
     record = f"({count}/{n})"
-    if passed:
+    if passed and p_pass <= alpha + P_TOLERANCE:
         status, text = Status.PASS, f"{pass_text} {record}"
+    elif passed:  # the score bound is liberal at some n; the exact tail decides a PASS too
+        status = Status.INCONCLUSIVE
+        text = (f"{pass_text} {record}, but the exact one-sided p = {format_against(p_pass, alpha)} > α "
+                f"{format_percent(alpha)}: a PASS is not shown")
     elif failed and p_value <= alpha + P_TOLERANCE:
         status, text = Status.FAIL, f"{fail_text} {record}; exact one-sided {format_p(p_value)}"
     elif failed:  # the score bound over-rejects at small n; the exact tail decides a FAIL
         status = Status.INCONCLUSIVE
-        text = (f"{fail_text} {record}, but the exact one-sided {format_p(p_value)} > α "
+        text = (f"{fail_text} {record}, but the exact one-sided p = {format_against(p_value, alpha)} > α "
                 f"{format_percent(alpha)}: a FAIL is not shown")
     else:
         status = Status.INCONCLUSIVE
         interval = f"[{format_percent(low, threshold)}, {format_percent(high, threshold)}]"
         text = f"Wilson {format_percent(level)} interval {interval} straddles {word} {limit} {record}"
-        needed = (min_n_for_rate(threshold, level) if higher_is_better
-                  else min_n_for_error_rate(threshold, level))
+        needed = (min_n_for_rate(threshold, level, exact_alpha=alpha) if higher_is_better
+                  else min_n_for_error_rate(threshold, level, exact_alpha=alpha))
         if n < needed:
             text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
     return Check(status=status, observed=count / n, ci_low=low, ci_high=high, ci_level=level,
@@ -205,14 +213,19 @@ def share_check(*, id: str, phase: str, title: str, arrived: int, n: int, rate: 
     shown = (f"Wilson {format_percent(confidence)} interval [{format_percent(low, band_low)}, "
              f"{format_percent(high, band_high)}]")
     record = f"({arrived}/{n} arrived; equivalence test, one-sided α {format_percent(alpha)} each side)"
-    if band_low <= low and high <= band_high:
+    # PASS side: both one-sided tests exact as well (above the lower edge, below the upper)
+    p_pass = max(float(binom.sf(arrived - 1, n, band_low)) if band_low > 0.0 else 0.0,
+                 float(binom.cdf(arrived, n, band_high)) if band_high < 1.0 else 0.0)
+    if band_low <= low and high <= band_high and p_pass <= alpha + P_TOLERANCE:
         status, text = Status.PASS, f"{shown} inside {band} {record}"
     elif (high < band_low or low > band_high) and p_value <= alpha + P_TOLERANCE:
         status, text = Status.FAIL, f"{shown} outside {band} {record}; exact one-sided {format_p(p_value)}"
     else:
         status = Status.INCONCLUSIVE
-        text = (f"{shown} not inside {band} {record}; about n ≥ {min_n_for_share_margin(rate, margin, alpha)} "
-                f"decide a share on target with 90% power")
+        needed = planned_n("share", rate, rate, 1, beta_level=0.10, alpha=alpha, margin=margin)
+        text = (f"{shown} not inside {band} {record}; "
+                + (f"n ≥ {needed} pass a share on target with 90% probability" if needed is not None
+                   else "no n within reach passes a share on target"))
     return Check(status=status, observed=arrived / n, ci_low=low, ci_high=high, ci_level=confidence,
                  detail=_join(text, detail), **_design("share", TOST, alpha, p_value), **fields)
 

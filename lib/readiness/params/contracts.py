@@ -201,7 +201,7 @@ class B2B(StrictModel):
     decimal cents); ``base_costs_cents`` are the AI usage amounts billed, used in turn.
     """
 
-    provider_signups: int = Field(default=40, ge=1, le=10_000)  # a PASS at 90% (Wilson) needs n >= 25
+    provider_signups: int = Field(default=40, ge=1, le=10_000)  # a PASS at 90% needs n >= 29
     vus: int = Field(default=4, ge=1, le=60)
     max_duration_s: float = Field(default=120, gt=0, le=3600)
     fee_pct: float = Field(default=3, ge=0, lt=100)

@@ -234,16 +234,21 @@ class _Rule:
         if self.family == "latency":
             r_upper = order_statistic_ranks(n, self.threshold, self.confidence, "upper")[1]
             return None if r_upper is None else (0, n - r_upper)
-        w, t = _Wilson(n, self.confidence), self.threshold
+        # the Wilson bound and the exact tail must both show it (as in the rules)
+        w, t, a = _Wilson(n, self.confidence), self.threshold, self.alpha
         low_hint, high_hint = (None, None) if hint is None else (hint[0], hint[1] + 1)
         if self.family == "success":
-            low, high = _first_true(lambda k: w(k)[0] >= t, 0, n, low_hint), n
+            low, high = max(_first_true(lambda k: w(k)[0] >= t, 0, n, low_hint), _exact_high(n, t, a)), n
         elif self.family == "error":
-            low, high = 0, _first_true(lambda k: not w(k)[1] < t, 0, n, high_hint) - 1
+            low, high = 0, min(_first_true(lambda k: not w(k)[1] < t, 0, n, high_hint) - 1, _exact_low(n, t, a))
         else:
             band_low, band_high = self.band
             low = _first_true(lambda k: w(k)[0] >= band_low, 0, n, low_hint)
             high = _first_true(lambda k: w(k)[1] > band_high, 0, n, high_hint) - 1
+            if band_low > 0.0:
+                low = max(low, _exact_high(n, band_low, a))
+            if band_high < 1.0:
+                high = min(high, _exact_low(n, band_high, a))
         return (low, high) if low <= high else None
 
     def regions(self, n: int) -> CountRegions:

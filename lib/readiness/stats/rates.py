@@ -15,7 +15,7 @@ from typing import Any
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-__all__ = ["as_count", "as_counts", "as_unit", "min_n_for_error_rate", "min_n_for_rate", "min_n_for_share_margin",
+__all__ = ["as_count", "as_counts", "as_unit", "min_n_for_error_rate", "min_n_for_rate",
            "newcombe_interval", "wilson_interval"]
 
 
@@ -78,44 +78,37 @@ def _settle(start: int, ok: Callable[[int], bool]) -> int:
     return n
 
 
-def min_n_for_rate(target: float, confidence: float = 0.95) -> int:
+def min_n_for_rate(target: float, confidence: float = 0.95, *, exact_alpha: float | None = None) -> int:
     """Smallest n at which a perfect record (n/n) has a Wilson lower bound >= target.
 
     Closed form: the lower bound of n/n is n / (n + z^2), so n >= target z^2 / (1 - target);
-    settled against :func:`wilson_interval` so it agrees with the rule exactly.
+    settled against :func:`wilson_interval` so it agrees with the rule exactly. With
+    ``exact_alpha`` the record must also pass the exact binomial test at that one-sided
+    level, target^n <= α (59 for a 95% target at 5%, where the Wilson 90% bound alone says 52).
     """
     target = as_unit(target, "target", "min_n_for_rate")
     z2 = _z(confidence) ** 2
-    return _settle(math.ceil(target * z2 / (1.0 - target)),
-                   lambda n: wilson_interval(n, n, confidence)[0] >= target)
+    wilson = _settle(math.ceil(target * z2 / (1.0 - target)),
+                     lambda n: wilson_interval(n, n, confidence)[0] >= target)
+    return wilson if exact_alpha is None else max(wilson, _zero_defect_n(target, exact_alpha))
 
 
-def min_n_for_error_rate(max_rate: float, confidence: float = 0.95) -> int:
+def min_n_for_error_rate(max_rate: float, confidence: float = 0.95, *, exact_alpha: float | None = None) -> int:
     """Smallest n at which zero errors give a Wilson upper bound < max_rate.
 
-    Closed form: the upper bound of 0/n is z^2 / (n + z^2), so n > z^2 (1 - max) / max.
+    Closed form: the upper bound of 0/n is z^2 / (n + z^2), so n > z^2 (1 - max) / max. With
+    ``exact_alpha``, zero errors must also pass the exact test, (1 − max)^n <= α (299 for 1%).
     """
     max_rate = as_unit(max_rate, "max_rate", "min_n_for_error_rate")
     z2 = _z(confidence) ** 2
-    return _settle(math.floor(z2 * (1.0 - max_rate) / max_rate) + 1,
-                   lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
+    wilson = _settle(math.floor(z2 * (1.0 - max_rate) / max_rate) + 1,
+                     lambda n: wilson_interval(0, n, confidence)[1] < max_rate)
+    return wilson if exact_alpha is None else max(wilson, _zero_defect_n(1.0 - max_rate, exact_alpha))
 
 
-def min_n_for_share_margin(rate: float, margin: float, alpha: float = 0.05, power: float = 0.90) -> int:
-    """About how many trials let an equivalence test pass a share that is exactly ``rate``.
-
-    The test passes when the two-sided 1 − 2α interval lies inside ``rate ± margin``: the
-    observed share may stray from ``rate`` by margin − z(1−α)·se and no more. For that to
-    happen with probability ``power`` when the truth is ``rate``, the stray allowed must be
-    z(1 − (1 − power)/2)·se, so n = (z(1−α) + z(1−(1−power)/2))² · p(1−p) / margin² (normal
-    approximation). A planning figure for the report and the params, not a bound the
-    verdict relies on.
-    """
-    where = "min_n_for_share_margin"
-    rate, margin = as_unit(rate, "rate", where), as_unit(margin, "margin", where)
-    alpha, power = as_unit(alpha, "alpha", where), as_unit(power, "power", where)
-    z = _z(1.0 - 2.0 * alpha) + _z(power)  # one-sided 1 − α, and two-sided at the power
-    return math.ceil(z ** 2 * rate * (1 - rate) / margin ** 2)
+def _zero_defect_n(p: float, alpha: float) -> int:
+    """Smallest n with p^n <= α (+ a rounding tolerance), i.e. a clean record of n shows p < 1 exactly."""
+    return _settle(math.ceil(math.log(alpha) / math.log(p)), lambda n: p ** n <= alpha + 1e-12)
 
 
 def newcombe_interval(x_after: int, n_after: int, x_before: int, n_before: int,
