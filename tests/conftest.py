@@ -121,7 +121,7 @@ def test_params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data["resiliency"].update(cycles=2, cycle_s={"full": 120, "quick": 4}, recovery_s=5)
         # shorter windows where nothing is counted over them: a 3 s burn-in, banners with a 4 s
         # TTL, an 8 s dedupe window (the smoke's 400 probes per app over 20 s stay: fewer than
-        # 381 cannot show an error rate below 1%)
+        # 299 cannot show an error rate below 1%)
         data["windows"]["quick"].update(burn_in_s=3, dedupe_s=8, sustained_s=4)
     return write_test_params(tmp_path_factory.mktemp("params"), edit=shorter)
 

@@ -64,7 +64,8 @@ def test_healthy_funnel_in_chromium(params_file: Path, tmp_path: Path) -> None:
         {k: checks[f"funnels.b2c.{k}"].detail for k in passing}
     rate = checks["funnels.b2c.signup_rate"]
     assert rate.status is Status.INCONCLUSIVE and (rate.observed, rate.n) == (1.0, 3)
-    assert rate.detail.endswith("a PASS needs n ≥ 35 with zero failures")
+    assert "a PASS needs n ≥ 29 with zero failures" in rate.detail
+    assert rate.design_n == 167 and rate.detail.endswith("needs n ≥ 167 for the design point")
     root = phase.run.root
     log = json.loads((root / "evidence" / "auth_trace_log.json").read_text())
     assert [j["ok"] for j in log["journeys"]] == [True] * 3

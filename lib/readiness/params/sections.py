@@ -127,7 +127,7 @@ class Design(StrictModel):
     #: The chance that a rubric level of good checks is blocked by chance, at most.
     beta_level: float = Field(default=0.10, gt=0, lt=1)
     #: m: the number of statistical checks one rubric level holds (the largest level counts).
-    checks_per_level: int = Field(default=50, ge=1, le=10_000)
+    checks_per_level: int = Field(default=64, ge=1, le=10_000)
     #: Good: failures at this share of what a success target allows (0.2: 99% against 95%).
     success_allowance_share: float = Field(default=0.2, gt=0, lt=1)
     #: Good: errors at this share of the maximum (0.25: 0.25% against 1%).
