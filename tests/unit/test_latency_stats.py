@@ -389,3 +389,13 @@ def test_comparison_of_two_series_without_good_answers_is_inconclusive() -> None
         assert c.status is Status.INCONCLUSIVE, c
         assert c.detail == "P95 undefined: no successful answer in either series at this quantile " \
                            "(n=200 before, 200 after)"
+
+
+def test_a_gating_comparison_says_which_n_catches_the_rise_it_must_catch() -> None:
+    """At 200 per run the test catches about ×1.5; a gate that must catch ×1.44 is told its n."""
+    check = regression_check(**WHERE, before_ms=ONE_TO_200, after_ms=ONE_TO_200, design_ratio=1.44)
+    assert "detects a rise to ×1.51 at 80% power at n=200" in check.detail
+    need = int(check.detail.split("a rise to ×1.44 needs n ≥ ")[1].split(" ")[0])
+    assert 200 < need < 2000  # 250 for this (uniform) shape
+    enough = regression_check(**WHERE, before_ms=ONE_TO_200, after_ms=ONE_TO_200, design_ratio=1.6)
+    assert "needs n ≥" not in enough.detail  # ×1.51 at this n already

@@ -29,6 +29,7 @@ from readiness.stats.exceedance import (
     detectable_ratio,
     exceedance_test,
     min_n_to_fail,
+    plan_exceedance_sample_size,
 )
 from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
 from readiness.stats.latency import Samples, quantile_difference
@@ -79,7 +80,8 @@ def _allowance_text(ratio: bool, limit: float, floor_ms: float) -> str:
 
 
 def compare(before_ms: Samples, after_ms: Samples, q: float, confidence: float, *, where: str, ratio: bool,
-            limit: float, endings: dict[Status, str], floor_ms: float = 0.0) -> Comparison:
+            limit: float, endings: dict[Status, str], floor_ms: float = 0.0,
+            design_ratio: float | None = None) -> Comparison:
     """FAIL when the one-sided exceedance test finds the after run's q-quantile above the
     allowance (``p_worse`` <= α), PASS when it finds it within (``p_better`` <= α),
     INCONCLUSIVE otherwise, with α = 1 − ``confidence`` (the one-sided confidence; callers
@@ -149,6 +151,11 @@ def compare(before_ms: Samples, after_ms: Samples, q: float, confidence: float, 
     sizes = f"n={test.n_after}" if test.n_after == test.n_before else "these run sizes"
     if detectable is not None:
         tail = f"; detects a rise to ×{format_ratio(detectable)} at {power} power at {sizes}"
+        if design_ratio is not None and detectable > design_ratio:
+            need_n = plan_exceedance_sample_size(design_ratio, q, before_ms=before_ms, limit=g_limit,
+                                                 floor_ms=g_floor, alpha=alpha, power=DEFAULT_POWER)
+            tail += (f"; a rise to ×{format_ratio(design_ratio)} needs n ≥ {need_n} per run" if need_n is not None
+                     else f"; no run of up to {MAX_PLAN_N} samples detects a rise to ×{format_ratio(design_ratio)}")
     else:
         smallest = test.smallest_p_worse()
         if smallest is not None and smallest > alpha:

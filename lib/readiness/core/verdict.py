@@ -376,10 +376,10 @@ def latency_check(*, id: str, phase: str, title: str, samples_ms: Sequence[float
 
 def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, confidence: float,
                 fields: dict[str, Any], detail: str, *, ratio: bool, limit: float,
-                endings: dict[Status, str], floor_ms: float = 0.0) -> Check:
+                endings: dict[Status, str], floor_ms: float = 0.0, design_ratio: float | None = None) -> Check:
     """:func:`readiness.core.comparison_rule.compare` recorded as a check (unit ratio or ms)."""
     c = compare(before_ms, after_ms, q, confidence, where=where, ratio=ratio, limit=limit, endings=endings,
-                floor_ms=floor_ms)
+                floor_ms=floor_ms, design_ratio=design_ratio)
     return Check(status=c.status, observed=c.observed, ci_low=c.low, ci_high=c.high, ci_level=c.level, n=c.n_after,
                  threshold=limit, comparator="<=" if ratio else "<", unit="ratio" if ratio else "ms",
                  detail=_join(c.text, detail), **_design("comparison", ONE_SIDED, 1.0 - confidence, c.p_value, q),
@@ -388,7 +388,7 @@ def _comparison(where: str, before_ms: Samples, after_ms: Samples, q: float, con
 
 def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,
                      max_increase_pct: float = 20.0, min_increase_ms: float = 0.0, confidence: float = DECISION_CONFIDENCE,
-                     app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
+                     design_ratio: float | None = None, app: str | None = None, tags: Iterable[str] = (), evidence: Iterable[str] = (),
                      severity: str = "P1", window: str | None = None, detail: str = "") -> Check:
     """The q-quantile may grow by at most ``max_increase_pct`` from before to after, judged
     by a one-sided exceedance test (:mod:`readiness.core.comparison_rule`): FAIL when the
@@ -400,7 +400,8 @@ def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, aft
 
     ``min_increase_ms`` is the noise floor: the allowance is before × (1 + pct/100) or
     before + floor, whichever is larger, so a 3 ms endpoint answering in 6 ms is +100% but
-    no regression."""
+    no regression. ``design_ratio`` is the rise the comparison must catch with 80% power
+    (``design.regression_detect_ratio``); when this n cannot, the detail says which n can."""
     where = f"regression_check {id}"
     for name, value in (("max_increase_pct", max_increase_pct), ("min_increase_ms", min_increase_ms)):
         if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value >= 0):
@@ -414,7 +415,7 @@ def regression_check(*, id: str, phase: str, title: str, before_ms: Samples, aft
                                 Status.PASS: f": a rise of at most {rise} (×{bar}) is shown",
                                 Status.INCONCLUSIVE: f": neither a rise beyond {rise} (×{bar}) nor one within it "
                                                      "is shown"},
-                       floor_ms=float(min_increase_ms))
+                       floor_ms=float(min_increase_ms), design_ratio=design_ratio)
 
 
 def improvement_check(*, id: str, phase: str, title: str, before_ms: Samples, after_ms: Samples, q: float = 0.95,

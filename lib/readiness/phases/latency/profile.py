@@ -27,6 +27,7 @@ from readiness.phasekit.context import Phase, part
 from readiness.probe.prober import ProbeSettings, ProbeTarget, run_probe
 from readiness.probe.sandbox_control import set_flag
 from readiness.report.markdown import checks_frame
+from readiness.stats.exceedance import plan_exceedance_sample_size
 
 PROFILE = "profile"
 WARMUP = "warmup"
@@ -108,12 +109,21 @@ SIZE_FILE = "evidence/latency_sample_size.json"
 
 
 def profile_size(phase: Phase) -> SampleSize:
-    """Samples per endpoint and mode: what a P95 verdict at the design point needs, capped by
-    ``latency.samples_per_endpoint`` (the profile's budget). The rule is distribution-free,
-    so the planned n depends on the quantile only, not on the threshold."""
+    """Samples per endpoint and mode: what a P95 verdict at the design point needs, and what
+    the comparison with the next run needs to catch a rise of ``design.regression_detect_ratio``
+    with 80% power (planned on a lognormal shape), whichever is more, capped by
+    ``latency.samples_per_endpoint`` (the profile's budget). The P95 rule is
+    distribution-free, so its planned n depends on the quantile only, not on the threshold."""
     p = phase.params
-    return sample_size(p.design, p.latency.samples_per_endpoint, "latency", p.thresholds.p95_ms, q=0.95,
-                       alpha=1.0 - p.thresholds.confidence)
+    alpha = 1.0 - p.thresholds.confidence
+    verdict = sample_size(p.design, p.latency.samples_per_endpoint, "latency", p.thresholds.p95_ms, q=0.95,
+                          alpha=alpha)
+    comparison = plan_exceedance_sample_size(p.design.regression_detect_ratio, 0.95,
+                                             limit=1.0 + p.thresholds.regression_max_pct / 100.0, alpha=alpha)
+    planned = max(n for n in (verdict.planned, comparison) if n is not None) \
+        if (verdict.planned, comparison) != (None, None) else None
+    budget = p.latency.samples_per_endpoint
+    return SampleSize(n=budget if planned is None else min(budget, planned), planned=planned, budget=budget)
 
 
 def _blocks(n: int, blocks: int) -> list[int]:

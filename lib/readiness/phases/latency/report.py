@@ -148,7 +148,7 @@ def baseline_comparison(phase: Phase) -> pd.DataFrame:
                   f"(and > {p.thresholds.regression_min_ms:g} ms) against the baseline run",
             before_ms=prior, after_ms=after, q=0.95,
             max_increase_pct=p.thresholds.regression_max_pct, min_increase_ms=p.thresholds.regression_min_ms,
-            confidence=conf, tags=("performance",),
+            confidence=conf, design_ratio=p.design.regression_detect_ratio, tags=("performance",),
             evidence=(COMPARISON_CSV, SNAPSHOT)))
     for cmp in p.latency.compare_flags:
         off, on = _warm(now, cmp.app, cmp.route), _warm(now, cmp.app, cmp.route, f"{cmp.flag}=on")
