@@ -95,12 +95,32 @@ def test_default_sandbox_is_honest_about_a2_readiness(checks, run_dir) -> None:
     assert "404" in evidence["method_a"]["by_kind"]["ready"]
 
 
-def test_healthy_apps_are_live_by_both_sources(checks, test_params_file: Path) -> None:
+def _slices_held_back_only_by_serial_dependence(run_dir: Path, app: str) -> bool:
+    """True when every slice of the app's stable window PASSes, or fails to only because its
+    P95 bound was widened or withheld for measured serial dependence (slow requests clustered
+    in time): an honest INCONCLUSIVE about the measurement, not a verdict on the app."""
+    evidence = json.loads((run_dir / "evidence" / f"{app}_health.json").read_text())
+    for sl in evidence["stable_slices"]:
+        for part in sl["parts"]:
+            if part["status"] == "PASS" or part["id"].endswith(".errors"):
+                continue
+            if not (part["id"].endswith(".p95") and part["status"] == "INCONCLUSIVE"
+                    and "serial dependence: exceedances of P95 cluster" in part["detail"]):
+                return False
+    return True
+
+
+def test_healthy_apps_are_live_by_both_sources(checks, run_dir, test_params_file: Path) -> None:
+    """Every healthy app is live, unless a slice's latency series was too clustered in time to
+    bound (then INCONCLUSIVE, never FAIL, and the slice's evidence says so)."""
     per_app = load_params(test_params_file).smoke.samples_per_app
     for app in ("A1", "A3", "A4", "A5", "A6", "A7", "A8"):
         live = checks[f"smoke.{app}.liveness"]
-        assert live.status is Status.PASS, (live.detail, [checks[f"smoke.{app}.{k}"].detail for k in
-                                                           ("p95", "agreement", "error_rate", "stable")])
+        parts = {k: checks[f"smoke.{app}.{k}"] for k in ("p95", "agreement", "error_rate", "success", "health")}
+        assert all(c.status is Status.PASS for c in parts.values()), {k: c.detail for k, c in parts.items()}
+        if live.status is not Status.PASS:
+            assert live.status is Status.INCONCLUSIVE and _slices_held_back_only_by_serial_dependence(run_dir, app), \
+                (live.detail, checks[f"smoke.{app}.stable"].detail)
         assert checks[f"smoke.{app}.agreement"].n == per_app
 
 
@@ -123,8 +143,11 @@ def test_nothing_passes_without_data(checks) -> None:
 def test_stable_window_is_judged_per_slice(run_dir, checks) -> None:
     evidence = json.loads((run_dir / "evidence" / "A3_health.json").read_text())
     slices = evidence["stable_slices"]
-    assert len(slices) == 2 and all(s["status"] == "PASS" and s["n"] == 2 for s in slices)
-    assert checks["smoke.A3.stable"].observed == 2 and checks["smoke.A3.stable"].status is Status.PASS
+    assert len(slices) == 2 and all(s["n"] == 2 and len(s["parts"]) == 3 for s in slices)
+    if all(s["status"] == "PASS" for s in slices):
+        assert checks["smoke.A3.stable"].observed == 2 and checks["smoke.A3.stable"].status is Status.PASS
+    else:
+        assert _slices_held_back_only_by_serial_dependence(run_dir, "A3"), slices
     assert checks["smoke.A2.stable"].status is Status.FAIL  # every slice has a third of its probes on /ready 404
 
 

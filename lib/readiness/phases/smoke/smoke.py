@@ -193,13 +193,17 @@ def _latencies(part: pd.DataFrame) -> np.ndarray:
     return np.where(part.status.notna(), part.total_ms.astype(float), np.inf)
 
 
-def _stable(part: pd.DataFrame, app: App, phase: Phase, common: dict[str, Any]) -> tuple[Check, list[Check]]:
+def _stable(part: pd.DataFrame, app: App, phase: Phase,
+            common: dict[str, Any]) -> tuple[Check, list[Check], list[list[Check]]]:
     """The window cut in slices; each slice must PASS on its own (P95 bound and success rate),
-    and no slice may FAIL its error rate. Verdicts come from :mod:`readiness.core.verdict`."""
+    and no slice may FAIL its error rate. Verdicts come from :mod:`readiness.core.verdict`.
+    Returns the whole, the slices and each slice's parts (kept in the evidence, so a slice
+    that did not pass says why)."""
     p = phase.params
     k, window_s = p.smoke.stable_slices, p.windows.active.stable_window_s
     edges = np.linspace(0, window_s, k + 1)
     slices: list[Check] = []
+    slice_parts: list[list[Check]] = []
     for i in range(k):
         last = i == k - 1
         sub = part[(part.intended_offset_s >= edges[i]) & ((part.intended_offset_s < edges[i + 1]) | last)]
@@ -212,10 +216,11 @@ def _stable(part: pd.DataFrame, app: App, phase: Phase, common: dict[str, Any]) 
                                errors=int(sub.is_error.sum()), n=len(sub), max_rate=app.slo.error_rate_max)
         parts = [lat, ok] + ([err] if err.status is Status.FAIL else [])
         slices.append(combine(id=sid, phase=phase.name, title=f"slice {i + 1}/{k}", parts=parts, app=app.id))
+        slice_parts.append([lat, ok, err])
     stable = combine(id=f"smoke.{app.id}.stable", phase=phase.name, parts=slices, severity="P2",
                      title=f"{app.id} holds in each of {k} slices of the window", tags=("reliability",),
                      **{key: v for key, v in common.items() if key != "phase"})
-    return stable, slices
+    return stable, slices, slice_parts
 
 
 def _status_histogram(part: pd.DataFrame) -> str:
@@ -257,7 +262,7 @@ def evaluate(phase: Phase) -> pd.DataFrame:
         checks.append(rate_check(id=f"smoke.{app.id}.success", title=f"{app.id} probes succeed (Wilson ≥ target)",
                                  successes=int(part.ok.sum()), n=len(part), target=t.success_rate_min,
                                  tags=("reliability",), severity="P1", **common))
-        stable, slices = _stable(part, app, phase, common)
+        stable, slices, slice_parts = _stable(part, app, phase, common)
         checks.append(stable)
         b = method_b.get(app.id, {})
         if no_method_b:
@@ -286,7 +291,10 @@ def evaluate(phase: Phase) -> pd.DataFrame:
             "app": app.id, "window": window, "profile": phase.params.profile_note,
             "method_a": {"n": len(part), "by_kind": {k: _status_histogram(part[part.kind == k]) for k in KINDS},
                          "p95": lat.describe("ms"), "unanswered_counted_as_infinite": int(part.status.isna().sum())},
-            "method_b": b, "stable_slices": [c.to_dict() for c in slices], "checks": [c.to_dict() for c in checks]})
+            "method_b": b,
+            "stable_slices": [{**c.to_dict(), "parts": [x.to_dict() for x in xs]}
+                              for c, xs in zip(slices, slice_parts, strict=True)],
+            "checks": [c.to_dict() for c in checks]})
         all_checks.extend(checks)
     phase.record(all_checks)
     return checks_frame([c for c in all_checks if c.id.endswith((".liveness", ".p95", ".ready"))])
