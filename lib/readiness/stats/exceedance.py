@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import hypergeom, nchypergeom_fisher, norm
 
-from readiness.stats.latency import Samples
+from readiness.stats.latency import Samples, clean_latencies
 from readiness.stats.quantiles import nearest_rank, quantile_label
 
 #: The one-sided level a comparison decides at unless told otherwise.
@@ -113,20 +113,6 @@ def _check_size(n: Any, name: str, where: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"{where}: {name} must be a non-negative integer, got {n!r}")
     return int(n)
-
-
-def _clean(samples: Samples, where: str, name: str) -> tuple[np.ndarray, int]:
-    """Samples as a 1-D float array without NaN, and the number of NaNs removed. Only
-    arguments that are not a list of numbers raise; any numbers are data."""
-    try:
-        data = np.asarray(samples, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {name} must be numbers (latencies in ms)") from None
-    if data.ndim != 1:
-        raise ValueError(f"{where}: {name} must be one-dimensional, got shape {data.shape}")
-    nan = np.isnan(data)
-    dropped = int(np.count_nonzero(nan))
-    return (data[~nan] if dropped else data), dropped
 
 
 def allowance(samples_ms: np.ndarray | float, limit: float = 1.0, floor_ms: float = 0.0) -> np.ndarray:
@@ -241,8 +227,8 @@ def exceedance_test(before_ms: Samples, after_ms: Samples, q: float, *, limit: f
     q = _check_q(q, where)
     limit = _number(limit, "limit", where, low=1.0)
     floor_ms = _number(floor_ms, "floor_ms", where, low=0.0)
-    before, dropped_b = _clean(before_ms, where, "before_ms")
-    after, dropped_a = _clean(after_ms, where, "after_ms")
+    before, dropped_b = clean_latencies(before_ms, where, "before_ms")
+    after, dropped_a = clean_latencies(after_ms, where, "after_ms")
     n_b, n_a = int(before.size), int(after.size)
     common = {"q": q, "limit": limit, "floor_ms": floor_ms, "n_before": n_b, "n_after": n_a,
               "dropped_before": dropped_b, "dropped_after": dropped_a,
@@ -348,7 +334,7 @@ class _Shape:
 def _shape(before_ms: Samples | None, sigma: float, median_ms: float | None, floor_ms: float,
            where: str) -> _Shape | None:
     if before_ms is not None:
-        data, _ = _clean(before_ms, where, "before_ms")
+        data, _ = clean_latencies(before_ms, where, "before_ms")
         return _Shape.from_sample(data)
     if floor_ms > 0 and median_ms is None:
         raise ValueError(f"{where}: with floor_ms > 0 and no before sample, median_ms must give the scale")

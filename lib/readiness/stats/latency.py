@@ -46,7 +46,7 @@ MAX_POINTS = 10_001
 DIFFERENCE_METHOD = "order-statistic interval per run at confidence √c, combined"
 
 
-def _clean(samples: Samples, where: str, name: str) -> tuple[np.ndarray, int]:
+def clean_latencies(samples: Samples, where: str, name: str) -> tuple[np.ndarray, int]:
     """Samples as a float array (no copy when already float64) and the number of NaNs
     removed; refuses negative latencies."""
     try:
@@ -161,7 +161,7 @@ def percentile_summary(samples_ms: Samples, qs: Iterable[float] = (0.5, 0.95, 0.
         raise ValueError(f"{where}: qs must name at least one quantile")
     for q in qs:
         _checked(where, q, confidence)
-    data, dropped = _clean(samples_ms, where, "samples_ms")
+    data, dropped = clean_latencies(samples_ms, where, "samples_ms")
     return _rows(data, dropped, [float(q) for q in qs], float(confidence))
 
 
@@ -298,8 +298,8 @@ def quantile_difference(before_ms: Samples, after_ms: Samples, q: float, confide
     """
     _checked(where, q, confidence)
     q, confidence = float(q), float(confidence)
-    before, dropped_b = _clean(before_ms, where, "before_ms")
-    after, dropped_a = _clean(after_ms, where, "after_ms")
+    before, dropped_b = clean_latencies(before_ms, where, "before_ms")
+    after, dropped_a = clean_latencies(after_ms, where, "after_ms")
     (b,), (a,) = (_rows(run, 0, [q], math.sqrt(confidence)) for run in (before, after))
     est_b, lo_b, hi_b, est_a, lo_a, hi_a = b.estimate, b.low, b.high, a.estimate, a.low, a.high
     both, point = a.exists and b.exists, est_a is not None and est_b is not None
@@ -357,7 +357,7 @@ def histogram(samples_ms: Samples, bins: int = 50, log: bool = False) -> pd.Data
     where = "histogram"
     if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or not 1 <= bins <= MAX_BINS:
         raise ValueError(f"{where}: bins must be an integer between 1 and {MAX_BINS}, got {bins!r}")
-    data, _ = _clean(samples_ms, where, "samples_ms")
+    data, _ = clean_latencies(samples_ms, where, "samples_ms")
     columns = ["bin_low_ms", "bin_high_ms", "count"]
     if data.size == 0:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "count" else "float64") for c in columns})
@@ -388,7 +388,7 @@ def ecdf(samples_ms: Samples, points: int = 101) -> pd.DataFrame:
     where = "ecdf"
     if isinstance(points, bool) or not isinstance(points, int | np.integer) or not 2 <= points <= MAX_POINTS:
         raise ValueError(f"{where}: points must be an integer between 2 and {MAX_POINTS}, got {points!r}")
-    data, _ = _clean(samples_ms, where, "samples_ms")
+    data, _ = clean_latencies(samples_ms, where, "samples_ms")
     n = int(data.size)
     if n == 0:
         return pd.DataFrame({"p": pd.Series(dtype="float64"), "value_ms": pd.Series(dtype="float64")})
