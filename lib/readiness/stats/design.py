@@ -40,6 +40,7 @@ that must all pass (a Bonferroni split: the level is then blocked by chance with
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -483,6 +484,7 @@ def planning_window(n: int) -> int:
     return max(10, n // 10)
 
 
+@functools.lru_cache(maxsize=1024)  # a run asks for the same few plans for every check
 def planned_n(family: Family, threshold: float, design_value: float, m: int,
               beta_level: float = DEFAULT_BETA_LEVEL, alpha: float = DEFAULT_ALPHA, q: float | None = None,
               margin: float | None = None, n_max: int = DEFAULT_N_MAX) -> int | None:
