@@ -354,15 +354,13 @@ def _critical(total: int, exceedances: int, n_after: int, alpha: float) -> int |
     return crit if crit <= top else None
 
 
-def _power(shape: _Shape, ratio: float, n_before: int, n_after: int, q: float, limit: float,
-           floor_ms: float, alpha: float) -> float:
-    """See :func:`exceedance_power` (arguments already checked, sizes > 0)."""
+def _odds(shape: _Shape, ratio: float, n_before: int, n_after: int, share: float, limit: float,
+          floor_ms: float) -> float:
+    """The odds ratio of exceeding the pooled threshold, after against g(before), when the
+    after run is ``ratio`` x before and a ``share`` of the pooled samples (weighted by the run
+    sizes) lies above the threshold. At most 1: the after run exceeds no more often than the
+    allowance, so no n can FAIL it."""
     total = n_before + n_after
-    k0 = total - nearest_rank(total, q)
-    crit = _critical(total, k0, n_after, alpha)
-    if crit is None:
-        return 0.0
-    share = k0 / total
 
     def exceed(t: float) -> float:  # the pooled exceedance share at threshold t, decreasing
         return (n_after * shape.sf(t / ratio) + n_before * shape.sf(_allowance_inverse(t, limit, floor_ms))) / total
@@ -384,9 +382,21 @@ def _power(shape: _Shape, ratio: float, n_before: int, n_after: int, q: float, l
     if p1 <= 0.0:
         return 0.0
     if p0 <= 0.0 or p1 >= 1.0:
-        odds = math.inf
-    else:
-        odds = p1 * (1.0 - p0) / (p0 * (1.0 - p1))
+        return math.inf
+    return p1 * (1.0 - p0) / (p0 * (1.0 - p1))
+
+
+def _power(shape: _Shape, ratio: float, n_before: int, n_after: int, q: float, limit: float,
+           floor_ms: float, alpha: float) -> float:
+    """See :func:`exceedance_power` (arguments already checked, sizes > 0)."""
+    total = n_before + n_after
+    k0 = total - nearest_rank(total, q)
+    crit = _critical(total, k0, n_after, alpha)
+    if crit is None:
+        return 0.0
+    odds = _odds(shape, ratio, n_before, n_after, k0 / total, limit, floor_ms)
+    if odds <= 0.0:
+        return 0.0
     if math.isinf(odds) or odds > 1e12:
         return 1.0  # every exceedance lands in the after run
     return float(min(1.0, max(0.0, nchypergeom_fisher.sf(crit - 1, total, n_after, k0, odds))))
@@ -522,6 +532,9 @@ def plan_exceedance_sample_size(ratio: float, q: float, *, before_ms: Samples | 
     shape = _shape(before_ms, sigma, median_ms, floor_ms, where)
     if shape is None or max_n < 1:
         return None
+
+    if _odds(shape, ratio, 1, 1, 1.0 - q, limit, floor_ms) <= 1.0 + 1e-9:
+        return None  # the rise is within the allowance (or the noise floor): no n catches it
 
     def enough(n: int) -> bool:
         return _power(shape, ratio, n, n, q, limit, floor_ms, alpha) >= power
