@@ -192,6 +192,8 @@ def test_check_banners_fails_before_passes_after_and_rolls_back(phase: Phase, a8
     }
     recorded = {c.id: c for c in phase.run.read_checks(phase.name)}
     assert recorded["banners.after"].evidence == ("evidence/banners_after.json",)
+    # the flag OFF plants the defect on purpose: the before state is a demonstration, never scored
+    assert all(c.demonstration == (".before" in c.id) for c in recorded.values())
     assert phase.run.path("evidence/banners_before.json").is_file()
     flags = httpx.get(f"{a8}/admin/flags", headers=admin()).json()
     assert flags["a8_banner_ttl"] is False  # the configured value is restored

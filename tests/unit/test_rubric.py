@@ -226,3 +226,19 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RubricError) as info:
         load_rubric(tmp_path / "nope.yaml")
     assert str(info.value) == f"{tmp_path / 'nope.yaml'}: invalid rubric\n  - cannot read file: No such file or directory"
+
+
+def test_a_demonstration_is_never_selected_by_a_tag_or_a_glob() -> None:
+    """A fix's ``before`` state plants the defect on purpose: evidence about the fix, never a
+    verdict on the system as configured, so no rubric selector may count it."""
+    from readiness.core.check import DEMONSTRATION, Check, Status
+    from readiness.score.rubric import select
+
+    planted = Check(id="demo_mode.before.badge", phase="05_monetization", title="t", status=Status.FAIL,
+                    tags=("release_engineering", DEMONSTRATION), evidence=("evidence/x.json",))
+    after = Check(id="demo_mode.after.badge", phase="05_monetization", title="t", status=Status.PASS,
+                  tags=("release_engineering",), evidence=("evidence/x.json",))
+    for selector in ("tag:release_engineering", "demo_mode.*", "demo_mode.before.badge", f"tag:{DEMONSTRATION}"):
+        assert planted not in select(selector, [planted, after])
+    assert select("tag:release_engineering", [planted, after]) == [after]
+    assert planted.demonstration and not after.demonstration

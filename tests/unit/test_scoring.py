@@ -353,3 +353,20 @@ def test_load_checks_on_a_missing_run_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckFileError) as info:
         load_checks(tmp_path / "gone")
     assert str(info.value) == f"{tmp_path / 'gone'}: run folder not found"
+
+
+def test_a_planted_defect_is_no_blocker_and_no_risk() -> None:
+    """A demonstration FAIL (the defect a fix removes, planted on purpose) neither blocks the
+    grade as a P0 security finding nor is listed among the risks."""
+    from readiness.core.check import DEMONSTRATION, Check, Status
+    from readiness.score.scoring import is_p0_security_finding
+
+    planted = Check(id="banners.before.clear_no_credential", phase="06_telemetry_contract", title="t",
+                    status=Status.FAIL, severity="P0", tags=("security", DEMONSTRATION))
+    real = Check(id="banners.after.clear_no_credential", phase="06_telemetry_contract", title="t",
+                 status=Status.FAIL, severity="P0", tags=("security",))
+    assert not is_p0_security_finding(planted) and is_p0_security_finding(real)
+    undecided = Check(id="demo_mode.before.badge", phase="05_monetization", title="t", status=Status.INCONCLUSIVE,
+                      tags=(DEMONSTRATION,))
+    from readiness.score.scoring import _non_blocking
+    assert _non_blocking([undecided]) == []

@@ -39,6 +39,10 @@ class Status(enum.StrEnum):
 
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
+#: The tag of a check that demonstrates a fix by planting the defect it removes (a fix's
+#: ``before`` state, with its flag switched OFF on purpose). Its verdict is evidence about
+#: the fix, never a verdict on the system as configured: the score does not count it.
+DEMONSTRATION = "demonstration"
 COMPARATORS = ("<=", "<", ">=", ">", "==", "")
 
 
@@ -112,6 +116,11 @@ class Check:
     @property
     def passed(self) -> bool:
         return self.status is Status.PASS
+
+    @property
+    def demonstration(self) -> bool:
+        """True for a check that plants a defect on purpose to show a fix (tag ``demonstration``)."""
+        return DEMONSTRATION in self.tags
 
     def with_status(self, status: Status, detail: str | None = None) -> Check:
         """A copy with another status (e.g. STOPPED by a stop condition)."""

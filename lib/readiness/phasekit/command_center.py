@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from readiness.core import aio
-from readiness.core.check import Check, Status
+from readiness.core.check import DEMONSTRATION, Check, Status
 from readiness.core.verdict import combine, value_check
 from readiness.params.model import App
 from readiness.phasekit.context import Phase, part, production_writes_allowed
@@ -100,6 +100,10 @@ def _broken(phase: Phase, id: str, title: str, exc: Exception, evidence: str) ->
                  tags=TAGS, evidence=(evidence,), severity="P1", detail=str(exc))
 
 
+def _demonstration(check: Check) -> Check:
+    return dataclasses.replace(check, tags=(*check.tags, DEMONSTRATION))
+
+
 class ScenarioError(RuntimeError):
     """A step the scenario depends on failed (e.g. the banner or the events were refused)."""
 
@@ -112,7 +116,9 @@ def _flipped(phase: Phase, flag: str, run_state: Any) -> list[Check]:
     try:
         for state, value in FLIPS:
             set_flag(phase.params, a8, flag, value)
-            checks += run_state(state, value)
+            got = run_state(state, value)
+            # the flag OFF on purpose plants the defect: evidence about the fix, not a verdict
+            checks += [_demonstration(c) for c in got] if state == "before" else got
     finally:
         set_flag(phase.params, a8, flag, configured)
     return checks

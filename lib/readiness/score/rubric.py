@@ -14,6 +14,9 @@ A *selector* names checks in one of two ways:
 - ``tag:<name>``, every check carrying that tag (phases tag checks with the rubric
   categories they inform).
 
+Demonstrations (checks tagged ``demonstration``: a fix's ``before`` state, with the defect
+planted on purpose) are never selected, by a tag or a glob.
+
 A level's ``rule`` says how the matched checks must fare: ``all_pass`` (every selector
 matches at least one check and every matched check is PASS) or ``any_pass`` (at least
 one matched check is PASS).
@@ -80,8 +83,10 @@ def selector_matches(selector: str, check: Check) -> bool:
 
 
 def select(selector: str, checks: Iterable[Check]) -> list[Check]:
-    """The checks a selector names, in their original order."""
-    return [c for c in checks if selector_matches(selector, c)]
+    """The checks a selector names, in their original order; never a demonstration (a
+    fix's ``before`` state, which plants the defect on purpose: evidence about the fix, not
+    about the system as configured), whatever the selector."""
+    return [c for c in checks if not c.demonstration and selector_matches(selector, c)]
 
 
 class Level(StrictModel):

@@ -137,7 +137,7 @@ def final_grade(overall: float | Decimal, bands: GradeBands, *, blocked: bool) -
 
 def is_p0_security_finding(check: Check) -> bool:
     """A failed P0 check that is about security (by id family or tag)."""
-    return (check.status is Status.FAIL and check.severity == "P0"
+    return (check.status is Status.FAIL and check.severity == "P0" and not check.demonstration
             and (check.id.startswith("security.") or "security" in check.tags))
 
 
@@ -268,7 +268,7 @@ def _non_blocking(checks: Sequence[Check]) -> list[str]:
     """Undecided checks grouped per phase and status: compact, yet every one counted."""
     groups: dict[tuple[str, Status], list[str]] = {}
     for check in checks:
-        if check.status in _NOT_DECIDED:
+        if check.status in _NOT_DECIDED and not check.demonstration:
             groups.setdefault((check.phase, check.status), []).append(check.id)
     return [f"{phase}: {len(ids)} {status} ({_shorten(ids)})" for (phase, status), ids in groups.items()]
 
