@@ -31,7 +31,7 @@ from readiness.stats.exceedance import (
     min_n_to_fail,
     plan_exceedance_sample_size,
 )
-from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
+from readiness.stats.formatting import format_against, format_number, format_p, format_percent, format_ratio
 from readiness.stats.latency import Samples, quantile_difference
 from readiness.stats.quantiles import validate_quantile_args
 
@@ -63,11 +63,6 @@ class Comparison:
     level: float | None = None
     p_better: float | None = None
     test: ExceedanceTest | None = None
-
-
-def _p(p: float) -> str:
-    """``p = 0.031``, ``p < 1e-6``."""
-    return "p < 1e-6" if p < 1e-6 else f"p = {p:.2g}"
 
 
 def _allowance_text(ratio: bool, limit: float, floor_ms: float) -> str:
@@ -148,7 +143,7 @@ def compare(before_ms: Samples, after_ms: Samples, q: float, confidence: float, 
     head = (f"{diff.label} {name} {estimate}, {shown}; one-sided exceedance test at the pooled {diff.label} "
             f"{format_number(test.threshold)} ms: {test.exceed_after}/{test.n_after} after vs "
             f"{test.exceed_before}/{test.n_before} {_allowance_text(ratio, g_limit, g_floor)} {above} it, "
-            f"{_p(test.p_worse)} for worse, {_p(test.p_better)} for better (one-sided α = {alpha:g})")
+            f"{format_p(test.p_worse)} for worse, {format_p(test.p_better)} for better (one-sided α = {alpha:g})")
     power = format_percent(DEFAULT_POWER)
     sizes = f"n={test.n_after}" if test.n_after == test.n_before else "these run sizes"
     if detectable is not None:
@@ -168,7 +163,7 @@ def compare(before_ms: Samples, after_ms: Samples, q: float, confidence: float, 
             except ValueError:  # a quantile so high that no planned run could reach it
                 need = f"no run of up to {MAX_PLAN_N} samples could"
             tail = (f"; cannot FAIL at these sizes (all {test.exceedances} exceedances in the after run would "
-                    f"give {_p(smallest)}): {need}")
+                    f"give {format_p(smallest)}): {need}")
         else:
             tail = f"; detects no rise at {power} power at {sizes}"
     return Comparison(status, point, low, high, diff.n_after, f"{head}{endings[status]}{tail} {diff.counts()}",

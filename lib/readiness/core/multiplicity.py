@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from readiness.core.check import Check, Status
-from readiness.stats.formatting import format_number
+from readiness.stats.formatting import format_number, format_p
 
 #: The family-wise error rate the FAILs of one run are held to.
 FAMILY_ALPHA = 0.05
@@ -97,14 +97,12 @@ def adjust(checks: Sequence[Check], alpha: float = FAMILY_ALPHA) -> Adjusted:
         if significant:
             kept.append(c.id)
             out[i] = c.with_status(Status.FAIL, f"{c.detail}; significant after {m} comparisons "
-                                                f"(Holm: p {_p(p)} <= {_p(bar)})")
+                                                f"(Holm: {format_p(p)} <= {bar:.2g})")
         else:
             demoted.append(c.id)
             out[i] = c.with_status(Status.INCONCLUSIVE, f"{c.detail}; not significant after {m} comparisons "
-                                                        f"(Holm: p {_p(p)} > {_p(bar)})")
-    outside = tuple(c.id for i, c in enumerate(checks) if c.status is Status.FAIL and i not in set(family))
+                                                        f"(Holm: {format_p(p)} > {bar:.2g})")
+    tested = set(family)
+    outside = tuple(c.id for i, c in enumerate(checks) if c.status is Status.FAIL and i not in tested)
     return Adjusted(out, m, tuple(kept), tuple(demoted), outside, alpha)
 
-
-def _p(value: float) -> str:
-    return "< 1e-6" if value < 1e-6 else f"{value:.2g}"

@@ -25,38 +25,28 @@ the smallest rise it detects, an all-of check inherits its parts.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable
 
 from readiness.core.check import Check, Status
 from readiness.params.sections import Design
-from readiness.stats.design import design_error_rate, design_exceedance, design_success_rate, planned_n
+from readiness.stats.design import DesignPoint
 
-#: Families with a one-sample design point, and the stats.design family each maps to.
-PLANNED_FAMILIES = {"success_rate": "success", "error_rate": "error", "latency": "latency"}
+#: The rules with a one-sample design point.
+PLANNED_FAMILIES = ("success_rate", "error_rate", "latency")
 
 
-def design_value(design: Design, rule: str, threshold: float, q: float | None = None) -> float:
-    """The true value of a good system for a check of ``rule`` held to ``threshold``."""
+def design_point(design: Design, rule: str, threshold: float, q: float | None = None) -> DesignPoint:
+    """The good system for a check of ``rule`` held to ``threshold`` (a latency rule is
+    distribution-free: its point is the share of requests above the threshold, from q)."""
     if rule == "success_rate":
-        return design_success_rate(threshold, design.success_allowance_share)
+        return DesignPoint.success(threshold, design.success_allowance_share)
     if rule == "error_rate":
-        return design_error_rate(threshold, design.error_allowance_share)
+        return DesignPoint.error(threshold, design.error_allowance_share)
     if rule == "latency":
         if q is None:
             raise ValueError("a latency design point needs the quantile q")
-        return design_exceedance(q, design.latency_allowance_share)
+        return DesignPoint.latency(q, design.latency_allowance_share)
     raise ValueError(f"no one-sample design point for rule {rule!r} (known: {', '.join(PLANNED_FAMILIES)})")
-
-
-@functools.lru_cache(maxsize=512)
-def _planned(rule: str, threshold: float, q: float | None, design: Design, alpha: float) -> int | None:
-    family = PLANNED_FAMILIES[rule]
-    value = design_value(design, rule, threshold, q)
-    if family == "latency":
-        assert q is not None
-        return planned_n("latency", q, value, design.checks_per_level, design.beta_level, alpha, q=q)
-    return planned_n(family, threshold, value, design.checks_per_level, design.beta_level, alpha)
 
 
 def design_n(design: Design, rule: str, threshold: float, *, q: float | None = None,
@@ -65,7 +55,7 @@ def design_n(design: Design, rule: str, threshold: float, *, q: float | None = N
     ≥ 1 − β/m; None for a rule without a one-sample design point or when no n reaches it."""
     if rule not in PLANNED_FAMILIES:
         return None
-    return _planned(rule, float(threshold), None if q is None else float(q), design, float(alpha))
+    return design_point(design, rule, threshold, q).planned_n(design.checks_per_level, design.beta_level, alpha)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,8 +43,8 @@ from scipy.stats import binom
 from readiness.core.check import Check, Status
 from readiness.core.comparison_rule import compare
 from readiness.stats.dependence import dependence_adjusted_interval
-from readiness.stats.design import planned_n
-from readiness.stats.formatting import format_against, format_number, format_percent, format_ratio
+from readiness.stats.design import P_TOLERANCE, planned_n
+from readiness.stats.formatting import format_against, format_number, format_p, format_percent, format_ratio
 from readiness.stats.latency import Samples
 from readiness.stats.quantiles import quantile_label
 from readiness.stats.rates import (
@@ -76,8 +76,6 @@ ALPHA = 0.05
 #: The one-sided confidence of the bounds that decide (1 − α); rules take it as ``confidence``.
 DECISION_CONFIDENCE = 1.0 - ALPHA
 ONE_SIDED, TOST = "one-sided", "TOST"
-#: An exact p-value equal to α up to rounding (1 − 0.95 is 0.050000000000000044) counts as α.
-P_TOLERANCE = 1e-12
 
 
 def two_sided_level(confidence: float) -> float:
@@ -157,11 +155,6 @@ def _wilson_check(*, where: str, count: int, n: int, count_name: str, threshold:
             text += f"; a PASS needs n ≥ {needed} with zero {'failures' if higher_is_better else 'errors'}"
     return Check(status=status, observed=count / n, ci_low=low, ci_high=high, ci_level=level,
                  detail=_join(text, detail), **_design(rule, ONE_SIDED, alpha, p_value), **common)
-
-
-def format_p(p: float) -> str:
-    """A p-value for a sentence: ``p = 0.031``, ``p < 1e-6``."""
-    return "p < 1e-6" if p < 1e-6 else f"p = {p:.2g}"
 
 
 def rate_check(*, id: str, phase: str, title: str, successes: int, n: int, target: float,
@@ -589,7 +582,7 @@ class Interval:
     threshold: float
     #: Two-sided level of [ci_low, ci_high]: 90%, so that each end is a one-sided 95% bound
     #: like every other rule's.
-    level: float = 0.90
+    level: float = DECISION_LEVEL
 
 
 def interval_check(*, id: str, phase: str, title: str, estimate: Interval | None, unit: str,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from readiness.core.check import Check, summarize
+from readiness.core.verdict import DECISION_LEVEL
 from readiness.stats.formatting import format_percent
 
 MISSING = "—"
@@ -68,7 +69,7 @@ def fmt_num(value: float | str | None, unit: str = "", digits: int = 1) -> str:
 
 #: Every rule decides PASS and FAIL as one-sided tests at α = 5% and records the two-sided
 #: 90% interval whose ends are those bounds; an interval at another level is marked.
-DEFAULT_LEVEL = 0.90
+DEFAULT_LEVEL = DECISION_LEVEL
 INTERVAL_COLUMN = "interval (90% unless marked)"
 #: Said once in every report's header: how to read a verdict and its interval.
 DECISION_NOTE = ("each pass/fail decision is a one-sided test at α = 5%; intervals are two-sided 90% "

@@ -290,7 +290,8 @@ class _Rule:
         return band_low < value < band_high
 
 
-#: An exact tail equal to α up to rounding counts as α (as in the verdict rules).
+#: An exact tail equal to α up to rounding (1 − 0.95 is 0.050000000000000044) counts as α,
+#: here and in the verdict rules.
 P_TOLERANCE = 1e-12
 
 

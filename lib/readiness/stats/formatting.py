@@ -85,3 +85,8 @@ def format_against(x: float | None, versus: float | None, fmt: Callable[[float],
             if text != f"{versus:.{decimals}f}":
                 break
     return text
+
+
+def format_p(p: float) -> str:
+    """A p-value for a sentence: ``p = 0.031``, ``p < 1e-6``."""
+    return "p < 1e-6" if p < 1e-6 else f"p = {p:.2g}"

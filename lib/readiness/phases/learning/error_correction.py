@@ -50,7 +50,7 @@ from IPython.display import Markdown
 
 from readiness.core import aio
 from readiness.core.check import Check, Status
-from readiness.core.verdict import Interval, interval_check, value_check
+from readiness.core.verdict import DECISION_LEVEL, Interval, interval_check, value_check
 from readiness.phasekit.context import Phase
 from readiness.probe.telemetry_store import TelemetryUnavailable, iso, parse_ts
 from readiness.report.charts import save_chart
@@ -61,7 +61,7 @@ TIMER_NOISE_FLOOR_S = 0.002
 MIN_PER_INDEX = 3  # gaps an attempt index needs before it counts for the growth fit
 JITTER_MIN_PER_INDEX = 5  # a median of fewer gaps is too rough to normalise by
 RESAMPLES = 2000
-CONFIDENCE = 0.90  # two-sided: each end a one-sided 95% bound, as in every rule
+CONFIDENCE = DECISION_LEVEL  # two-sided 90%: each end a one-sided 95% bound, as in every rule
 POLL_S = 2.5
 MAX_EVENTS = 100_000
 LEGAL_EDGES = {("closed", "open"), ("open", "half_open"), ("half_open", "closed"), ("half_open", "open")}
