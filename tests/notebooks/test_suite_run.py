@@ -207,8 +207,14 @@ def test_telemetry_contract_holds_for_the_events_this_run_drives(checks) -> None
     assert {e for e, c in contract.items() if c.status is Status.INCONCLUSIVE} <= undriven
     assert all(c.status is Status.PASS for e, c in contract.items() if e not in undriven)
     for cid in ("telemetry.sampling.success_share", "telemetry.dedupe.replay_stored_once",
-                "telemetry.acceptance.burn_in", "telemetry.arrival.latency"):
+                "telemetry.acceptance.burn_in"):
         assert checks[cid].status is Status.PASS, cid
+    # events reach the store in batches, so their arrival latencies may cluster in time: then the
+    # P99 bound is widened or withheld for measured serial dependence (INCONCLUSIVE), never a FAIL
+    arrival = checks["telemetry.arrival.latency"]
+    assert arrival.status is Status.PASS or (
+        arrival.status is Status.INCONCLUSIVE and "serial dependence: exceedances of P99 cluster" in arrival.detail), \
+        arrival.detail
 
 
 def test_html_is_offline_and_leadership_has_no_code(run_dir) -> None:
