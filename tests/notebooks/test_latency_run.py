@@ -58,7 +58,9 @@ def test_fix_b_before_after_and_rollback(first) -> None:
     hot = c["latency.A7.lead_capture.hot_path"]
     assert hot.status is Status.FAIL and hot.observed > 150  # flag OFF: synchronous mailer on the hot path
     assert "delta +" in hot.detail and "remediation:" in hot.detail and "a7_async_leads" in hot.detail
-    assert c["latency.A7.lead_capture.a7_async_leads.on.p95"].status is Status.PASS
+    on_p95 = c["latency.A7.lead_capture.a7_async_leads.on.p95"]  # PASS, or unbounded for measured dependence
+    assert on_p95.status is Status.PASS or (on_p95.status is Status.INCONCLUSIVE
+                                            and "serial dependence: exceedances of P95 cluster" in on_p95.detail)
     better = c["latency.A7.lead_capture.a7_async_leads.improvement"]
     assert better.status is Status.PASS and better.ci_high < 0  # the difference interval excludes 0
     assert c["latency.A7.lead_capture.a7_async_leads.rollback"].status is Status.PASS
